@@ -1,0 +1,118 @@
+"""Command line: ``lrpgraph build|inspect``. Calls the same Python API users import."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import VARIANTS, Preprocess, preset
+from .errors import LrpGraphError
+
+
+def _floats(text):
+    return tuple(float(x) for x in text.split(","))
+
+
+def _add_rule_flags(p):
+    p.add_argument("--preset", default="paper", help="rule preset (default: paper)")
+    p.add_argument("--variant", choices=sorted(VARIANTS),
+                   help="the paper's ablation variant (i)-(iv); iv is the paper preset")
+    p.add_argument("--identity-skip", dest="identity_skip", action="store_true", default=None,
+                   help="send relevance into identity skips (paper)")
+    p.add_argument("--no-identity-skip", dest="identity_skip", action="store_false",
+                   help="identity skips get no relevance (variants i, iii)")
+    p.add_argument("--split", choices=["ratio", "symmetric"], help="skip-merge split (paper: ratio)")
+    p.add_argument("--maxpool", choices=["avg2x2", "winner"],
+                   help="avg2x2: the paper's 2x2-average stand-in; winner: exact arg-max")
+    p.add_argument("--first-layer", choices=["ones", "zplus"], help="paper: ones (w+ rule)")
+    p.add_argument("--eps", type=float, help="stabiliser (paper: 1e-5)")
+    p.add_argument("--start", choices=["probability", "logit"],
+                   help="start relevance (paper: the target's probability)")
+
+
+def _config(args, **extra):
+    return preset(args.preset, args.variant, identity_skip=args.identity_skip, split=args.split,
+                  maxpool=args.maxpool, first_layer=args.first_layer, eps=args.eps,
+                  start=args.start, **extra)
+
+
+def _print_table(title, rows, headers):
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    print(title)
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for r in rows:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+def cmd_build(args):
+    from .driver import build_explainer, save_model
+
+    config = _config(args, hq_levels=args.hq_levels if args.hq else None,
+                     full_relevance=args.full_relevance, conservation=args.conservation)
+    pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
+    model, report = build_explainer(args.model, config, pre)
+    output = args.output or _default_output(args.model)
+    save_model(model, output)
+    ops = sorted(set(report.ops_before) | set(report.ops_after))
+    rows = [(op, report.ops_before.get(op, 0), report.ops_after.get(op, 0)) for op in ops]
+    _print_table(f"built {output} in {report.seconds:.2f} s", rows, ["op", "before", "after"])
+    merges = ", ".join(f"{n} {k}" for k, n in sorted(report.merges.items())) or "none"
+    print(f"skip merges: {merges}; outputs: {', '.join(report.outputs[:6])}"
+          + (" ..." if len(report.outputs) > 6 else ""))
+    for w in report.warnings:
+        print(f"note: {w}")
+    return 0
+
+
+def _default_output(path):
+    stem = path[:-5] if path.endswith(".onnx") else path
+    return stem + ".lrp.onnx"
+
+
+def cmd_inspect(args):
+    from .driver import build_explainer
+
+    _, report = build_explainer(args.model, _config(args))
+    _print_table(f"{args.model}: {len(report.rules)} nodes on the relevance path",
+                 report.rules, ["node", "op", "rule"])
+    merges = ", ".join(f"{n} {k}" for k, n in sorted(report.merges.items())) or "none"
+    print(f"skip merges: {merges}; input layout {report.layout}")
+    for w in report.warnings:
+        print(f"note: {w}")
+    print("unsupported: none")
+    return 0
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="compile a model into an LRP explainer graph")
+    b.add_argument("model", help="the classifier, .onnx")
+    b.add_argument("-o", "--output", help="explainer path (default: MODEL.lrp.onnx)")
+    _add_rule_flags(b)
+    b.add_argument("--hq", action="store_true", help="add relevance_map_hq (Heat Quantization)")
+    b.add_argument("--hq-levels", type=int, default=8, help="HQ levels L (default 8)")
+    b.add_argument("--full-relevance", action="store_true", help="also output relevance N x C x H x W")
+    b.add_argument("--conservation", action="store_true",
+                   help="add per-layer relevance sums (relsum/...) as outputs")
+    b.add_argument("--size", type=int, default=224, help="crop size recorded for explain")
+    b.add_argument("--resize", type=int, default=256, help="short side before the crop")
+    b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406))
+    b.add_argument("--std", type=_floats, default=(0.229, 0.224, 0.225))
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("inspect", help="show what matched: skip merges, the rule per node")
+    i.add_argument("model")
+    _add_rule_flags(i)
+    i.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LrpGraphError, ValueError) as exc:
+        print(f"lrpgraph {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,240 @@
+"""The build driver: load → canonicalise → match → emit → validate → save.
+
+Needs onnx, numpy and onnx-graphsurgeon only (no onnxruntime, no torch).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from . import __version__
+from .atomic import atomic_path
+from .config import Config, Preprocess
+from .emit import Emitter, add_all, emit_relevance
+from .errors import LrpGraphError
+from .load import canonicalise, default_opset, load_model
+from .match import GraphFacts, assign_rules
+from .rules import REGISTRY
+
+# Above this the protobuf limit forces weights into an external data file.
+_EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+@dataclass
+class BuildReport:
+    source: str
+    ops_before: Counter
+    ops_after: Counter
+    merges: dict  # kind -> count
+    rules: list  # (node name, op, rule note)
+    warnings: list = field(default_factory=list)
+    seconds: float = 0.0
+    outputs: list = field(default_factory=list)
+    layout: str = "NCHW"
+
+
+def _channel_axis(facts: GraphFacts) -> tuple[int, str]:
+    """NCHW unless the image first goes through an NHWC→NCHW Transpose (TensorFlow)."""
+    rank = len(facts.image.shape or [0, 0, 0, 0])
+    for consumer in facts.image.outputs:
+        if consumer.op == "Transpose" and list(consumer.attrs.get("perm", [])) == [0, 3, 1, 2]:
+            return 3, "NHWC"
+    return (1, "NCHW") if rank == 4 else (1, f"rank{rank}")
+
+
+def _start_relevance(facts: GraphFacts, e: Emitter, config: Config):
+    """Relevance at the logits: the target's probability (or logit), 0 elsewhere.
+    The target is the caller's, or the predicted class where none was fed (the ``given``
+    placeholder becomes that choice in _optional_target); a negative entry also means
+    "the predicted class"."""
+    e.scope = "lrp/start"
+    head, logits = facts.head, facts.logits
+    if head.shape is None or len(head.shape) != 2 or not isinstance(head.shape[1], (int, np.integer)):
+        raise LrpGraphError(
+            f"output {head.name!r} has shape {head.shape}; lrpgraph needs class scores of "
+            "shape N x classes with a known number of classes."
+        )
+    classes = int(head.shape[1])
+    predicted = e.op("ArgMax", [head], {"axis": 1, "keepdims": 0}, hint="predicted")
+    given = e.op("Identity", [predicted], hint="given")
+    use_predicted = e.op("Less", [given, np.array(0, dtype=np.int64)], hint="no_target")
+    chosen = e.op("Where", [use_predicted, predicted, given], hint="target")
+    onehot = e.op("OneHot", [chosen, np.array(classes, dtype=np.int64),
+                             np.array([0, 1], dtype=e.dtype)], {"axis": -1}, hint="onehot")
+    if config.start == "logit":
+        value = logits
+    elif head is not logits:
+        value = head  # the model's own Softmax
+    else:
+        value = e.op("Softmax", [logits], {"axis": -1}, hint="probability")
+    return e.op("Mul", [value, onehot], hint="relevance"), chosen, given
+
+
+def _optional_target(graph: onnx.GraphProto, given: str) -> None:
+    """Make ``target`` an optional input: the placeholder ``given = Identity(predicted)``
+    becomes the fed int64[N] when there is one, else the predicted class. (An initializer
+    default would do it too, but ORT warns about overridable initializers at every session
+    start.)"""
+    o = onnx.helper
+    position, placeholder = next((i, n) for i, n in enumerate(graph.node) if given in n.output)
+    predicted = placeholder.input[0]
+    tensor = o.make_tensor_type_proto(onnx.TensorProto.INT64, ["N"])
+    graph.input.append(o.make_value_info("target", o.make_optional_type_proto(tensor)))
+    fed = o.make_graph([o.make_node("OptionalGetElement", ["target"], ["fed"])], "fed", [],
+                       [o.make_tensor_value_info("fed", onnx.TensorProto.INT64, ["N"])])
+    default = o.make_graph([o.make_node("Identity", [predicted], ["default"])], "default", [],
+                           [o.make_tensor_value_info("default", onnx.TensorProto.INT64, ["N"])])
+    nodes = [o.make_node("OptionalHasElement", ["target"], ["lrp/start/has_target"],
+                         name="lrp/start/has_target"),
+             o.make_node("If", ["lrp/start/has_target"], [given], name="lrp/start/given",
+                         then_branch=fed, else_branch=default)]
+    del graph.node[position]
+    for node in reversed(nodes):
+        graph.node.insert(position, node)
+
+
+def _heat_quantize(e: Emitter, alpha, levels: int):
+    """SPEC.md HQ: per image, e = linspace(min, max, L); [e_i, e_i+1) -> e_i; the maximum
+    keeps its value. A constant map stays as it is."""
+    e.scope = "lrp/hq"
+    lo = e.reduce("ReduceMin", alpha, [1, 2], keepdims=True, hint="min")
+    hi = e.reduce("ReduceMax", alpha, [1, 2], keepdims=True, hint="max")
+    step = e.op("Div", [e.op("Sub", [hi, lo]), e.scalar(levels - 1)], hint="step")
+    flat = e.op("Equal", [step, e.scalar(0.0)], hint="flat")
+    safe = e.op("Where", [flat, e.scalar(1.0), step], hint="step_safe")
+    index = e.op("Floor", [e.op("Div", [e.op("Sub", [alpha, lo]), safe])], hint="level")
+    index = e.op("Min", [index, e.scalar(levels - 1)], hint="level_capped")
+    quantized = e.op("Add", [lo, e.op("Mul", [index, step])], hint="quantized")
+    is_max = e.op("Equal", [alpha, hi], hint="is_max")
+    return e.op("Where", [is_max, hi, quantized], hint="relevance_map_hq")
+
+
+def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config = Config(),
+                    preprocess: Preprocess | None = None) -> tuple[onnx.ModelProto, BuildReport]:
+    """Return the explainer model and a report of what matched. Writes nothing."""
+    t0 = time.perf_counter()
+    source = "<model>"
+    if not isinstance(model, onnx.ModelProto):
+        source = os.fspath(model)
+        model = load_model(source)
+    ops_before = Counter(n.op_type for n in model.graph.node)
+    model = canonicalise(model)
+    opset = default_opset(model)
+    graph = gs.import_onnx(model)
+    facts = GraphFacts.read(graph)
+    matches = assign_rules(facts, REGISTRY, config)
+
+    warnings = []
+    if any(m.node.op == "Conv" for m in matches) and not any(
+            m.node.op in ("BatchNormalization", "Sub", "Mul") for m in matches):
+        warnings.append("no BatchNormalization on the relevance path: BN was folded into the "
+                        "convs at export, so z+ uses the folded weights (SPEC.md section 1)")
+    channel_axis, layout = _channel_axis(facts)
+
+    e = Emitter(graph, opset, np.float32, config.eps)
+    start, chosen, given = _start_relevance(facts, e, config)
+    probes = [] if config.conservation else None
+    relevance = emit_relevance(facts, matches, e, start, config, probes)
+
+    image, head = facts.image, facts.head
+    batch = (image.shape or ["N"])[0]
+    spatial = [d for i, d in enumerate(image.shape[1:], start=1) if i != channel_axis]
+    outputs = []
+
+    def output(tensor, name, shape, dtype=np.float32):
+        if tensor in outputs or tensor is image:
+            tensor = e.op("Identity", [tensor], hint=name)
+        tensor.name, tensor.dtype, tensor.shape = name, dtype, shape
+        outputs.append(tensor)
+        return tensor
+
+    source_output = head.name
+    output(head, "logits", list(head.shape))
+    e.scope = "lrp/output"
+    alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
+                 {"keepdims": 0}, hint="map")
+    output(alpha, "relevance_map", [batch] + spatial)
+    output(chosen, "target_used", [batch], np.int64)
+    if config.full_relevance:
+        output(relevance, "relevance", list(image.shape))
+    if config.hq_levels:
+        output(_heat_quantize(e, alpha, config.hq_levels), "relevance_map_hq", [batch] + spatial)
+    if probes is not None:
+        e.scope = "lrp/conservation"
+        output(e.per_sample_sum(start, 2), "relsum/start", [batch])
+        for node, r_out, sent in probes:
+            output(e.per_sample_sum(r_out, len(node.outputs[0].shape)),
+                   f"relsum/{node.name}/out", [batch])
+            r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
+            output(add_all(e, r_in), f"relsum/{node.name}/in", [batch])
+        output(e.per_sample_sum(relevance, len(image.shape)), "relsum/input", [batch])
+
+    if image.name != "input" and "input" not in graph.tensors():
+        image.name = "input"
+    graph.inputs = [image]
+    graph.outputs = outputs
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    _optional_target(out.graph, given.name)
+    meta = {
+        "lrpgraph.version": __version__,
+        "lrpgraph.config": config.to_json(),
+        "lrpgraph.preprocess": (preprocess or Preprocess(layout=layout)).to_json(),
+        "lrpgraph.source_output": source_output,
+        "lrpgraph.layout": layout,
+    }
+    for key, value in meta.items():
+        out.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    out.producer_name, out.producer_version = "lrpgraph", __version__
+    try:
+        onnx.checker.check_model(out, full_check=out.ByteSize() < _EXTERNAL_DATA_BYTES)
+    except Exception as exc:
+        raise LrpGraphError(f"internal error: the emitted explainer fails onnx.checker: {exc}") from exc
+
+    kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)
+    report = BuildReport(
+        source=source, ops_before=ops_before,
+        ops_after=Counter(n.op_type for n in out.graph.node), merges=dict(kinds),
+        rules=[(m.node.name, m.node.op, m.note) for m in matches], warnings=warnings,
+        seconds=time.perf_counter() - t0, outputs=[o.name for o in out.graph.output],
+        layout=layout,
+    )
+    return out, report
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Atomically write ``model``; weights go to ``<name>.data`` beside it when the model is
+    too large for one protobuf."""
+    path = os.fspath(path)
+    if model.ByteSize() < _EXTERNAL_DATA_BYTES:
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, tmp)
+        return
+    data_name = os.path.basename(path) + ".data"
+    with atomic_path(os.path.join(os.path.dirname(os.path.abspath(path)), data_name)) as tmp_data:
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=os.path.basename(tmp_data))
+            # The data file is renamed into place after the model; fix the location first.
+            fixed = onnx.load(tmp, load_external_data=False)
+            for t in fixed.graph.initializer:
+                for entry in t.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+            onnx.save_model(fixed, tmp)
+
+
+def build(model_path, output_path, config: Config = Config(), preprocess=None) -> BuildReport:
+    model, report = build_explainer(model_path, config, preprocess)
+    save_model(model, output_path)
+    return report

@@ -1,0 +1,118 @@
+"""Load an ONNX classifier and bring it to the one form the matcher expects.
+
+canonicalise: opset >= 17 (ops the relevance graph needs: ScatterElements with
+reduction=add, ReduceSum with axes as input), initializers no longer listed as graph
+inputs (IR < 4 style, so nothing but the image can be overridden), ``Sum`` of two
+inputs as ``Add``, every node named, shapes inferred.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+from onnx import shape_inference, version_converter
+
+from .errors import LrpGraphError
+
+MIN_OPSET = 17
+# opset 17 needs IR 8; keep what a newer model already declares.
+MIN_IR_VERSION = 8
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise LrpGraphError(f"{path}: no such file. Give the path of an .onnx model.")
+    if os.path.isdir(path):
+        raise LrpGraphError(f"{path}: is a folder. Give the path of an .onnx model file.")
+    try:
+        # External data stays unloaded until it is checked to live beside the model.
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise LrpGraphError(
+            f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or not ONNX at all; re-export it."
+        ) from None
+    if len(model.graph.node) == 0:
+        raise LrpGraphError(f"{path}: the ONNX graph has no nodes; re-export the model.")
+    _load_external_data(model, os.path.dirname(os.path.abspath(path)), path)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base_dir: str, path: str) -> None:
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not external:
+        return
+    base_real = os.path.realpath(base_dir)
+    for tensor in external:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = os.path.realpath(os.path.join(base_dir, location))
+        if os.path.commonpath([base_real, target]) != base_real:
+            raise LrpGraphError(
+                f"{path}: initializer {tensor.name!r} points at external data {location!r} "
+                "outside the model's folder; refusing to read it. Move the data file next to "
+                "the model and fix its location."
+            )
+        if not os.path.exists(target):
+            raise LrpGraphError(
+                f"{path}: initializer {tensor.name!r} needs external data file {location!r}, "
+                "which is missing. Copy it next to the model."
+            )
+    load_external_data_for_model(model, base_dir)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise LrpGraphError("the model imports no default ONNX opset; it is not a standard ONNX model.")
+
+
+def canonicalise(model: onnx.ModelProto, batch: int | str | None = None) -> onnx.ModelProto:
+    """Return a copy of ``model`` in canonical form (see the module docstring)."""
+    opset = default_opset(model)
+    if opset < MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise LrpGraphError(
+                f"the model uses opset {opset}; converting it to opset {MIN_OPSET} failed "
+                f"({exc}). Re-export the model with opset >= {MIN_OPSET}."
+            ) from None
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    if model.ir_version < MIN_IR_VERSION:
+        model.ir_version = MIN_IR_VERSION
+
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    keep = [i for i in graph.input if i.name not in init_names]
+    del graph.input[:]
+    graph.input.extend(keep)
+
+    used = set()
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Sum" and len(node.input) == 2:
+            node.op_type = "Add"
+        elif node.op_type == "Sum" and len(node.input) == 1:
+            node.op_type = "Identity"
+        if not node.name or node.name in used:
+            node.name = f"{node.op_type}_{i}"
+        used.add(node.name)
+
+    if batch is not None and len(graph.input) == 1:
+        dim0 = graph.input[0].type.tensor_type.shape.dim[0]
+        if isinstance(batch, int):
+            dim0.dim_value = batch
+        else:
+            dim0.dim_param = batch
+    try:
+        model = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise LrpGraphError(f"ONNX shape inference failed on the model: {exc}") from None
+    return model

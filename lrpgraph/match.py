@@ -1,0 +1,215 @@
+"""Read facts off the forward graph: what is constant, what is the first layer, where the
+skip merges are and which operand of each is the skip, and which rule each node gets.
+
+Structure only, never names: exporters name things differently (SPEC.md section 2).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .errors import LrpGraphError, UnsupportedOpsError
+
+# Nodes that carry weights: the "depth" that tells a skip from a residual branch, and the
+# first layer from the rest, counts these.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
+                         "RandomUniformLike", "Multinomial", "Bernoulli"})
+
+
+@dataclass(frozen=True)
+class SkipMerge:
+    """An Add whose two operands both depend on the image."""
+
+    skip_index: int  # which Add input is the skip path
+    kind: str  # "identity" | "projection" | "branch" (equal depth: no skip to tell apart)
+    depths: tuple[int, int]  # weighted layers from the fork point to each operand
+
+
+@dataclass
+class Match:
+    node: gs.Node
+    rule: object
+    note: str = ""
+
+
+@dataclass
+class GraphFacts:
+    graph: gs.Graph
+    image: gs.Variable
+    head: gs.Variable  # the model's output tensor
+    logits: gs.Variable  # the head's input if the model ends in Softmax, else the head
+    order: list  # forward nodes in topological order
+    _const: dict = field(default_factory=dict)
+    _wdepth: dict = field(default_factory=dict)
+    merges: dict = field(default_factory=dict)  # node name -> SkipMerge
+
+    @classmethod
+    def read(cls, graph: gs.Graph) -> "GraphFacts":
+        if len(graph.inputs) != 1:
+            names = [t.name for t in graph.inputs]
+            raise LrpGraphError(
+                f"the model has {len(names)} non-constant inputs {names}; lrpgraph explains "
+                "single-input image classifiers. Bake the extra inputs in as initializers."
+            )
+        if len(graph.outputs) != 1:
+            names = [t.name for t in graph.outputs]
+            raise LrpGraphError(
+                f"the model has {len(names)} outputs {names}; lrpgraph needs exactly one "
+                "(the class scores). Pass --output-name NAME to choose one."
+            )
+        graph.toposort()
+        head = graph.outputs[0]
+        # A model that ends in Softmax (Caffe2, TensorFlow) already gives the probability
+        # that relevance starts from; the pass starts below it, never with a second softmax.
+        logits = head
+        if head.inputs and head.inputs[0].op == "Softmax":
+            logits = head.inputs[0].inputs[0]
+        facts = cls(graph=graph, image=graph.inputs[0], head=head, logits=logits,
+                    order=list(graph.nodes))
+        facts._compute_constants()
+        facts._compute_depths()
+        return facts
+
+    # -- constness ---------------------------------------------------------------------
+    def is_const(self, tensor: gs.Tensor) -> bool:
+        return isinstance(tensor, gs.Constant) or tensor.is_empty() or tensor.name in self._const
+
+    def const_value(self, tensor: gs.Tensor) -> np.ndarray | None:
+        """The value of an initializer (through Identity/Constant); None if not available."""
+        while not isinstance(tensor, gs.Constant):
+            if not tensor.inputs:
+                return None
+            node = tensor.inputs[0]
+            if node.op == "Constant" and "value" in node.attrs:
+                return np.asarray(node.attrs["value"].values)
+            if node.op != "Identity":
+                return None
+            tensor = node.inputs[0]
+        return np.asarray(tensor.values)
+
+    def activations(self, node: gs.Node) -> list[int]:
+        """Indices of ``node``'s inputs that depend on the image."""
+        return [i for i, t in enumerate(node.inputs) if not self.is_const(t)]
+
+    def _compute_constants(self) -> None:
+        """Tensors computed from initializers alone (Constant, ConstantOfShape, Identity of
+        a weight, ...): ORT folds these at load, and relevance never flows into them."""
+        for node in self.order:
+            if node.op in _RANDOM_OPS:
+                continue
+            if all(self.is_const(t) for t in node.inputs):
+                self._const.update({out.name: True for out in node.outputs})
+
+    # -- depth in weighted layers ------------------------------------------------------
+    def _compute_depths(self) -> None:
+        depth = {self.image.name: 0}
+        for node in self.order:
+            ins = [depth[t.name] for t in node.inputs if t.name in depth]
+            if not ins:
+                continue
+            d = max(ins) + (1 if node.op in WEIGHTED_OPS else 0)
+            for out in node.outputs:
+                depth[out.name] = d
+        self._wdepth = depth
+
+    def is_first_layer(self, node: gs.Node) -> bool:
+        """A weighted node with no weighted node between it and the image."""
+        data = node.inputs[0]
+        return self._wdepth.get(data.name, -1) == 0
+
+    def shape(self, tensor: gs.Tensor) -> tuple | None:
+        shape = tensor.shape
+        return tuple(shape) if shape is not None else None
+
+    def static_shape(self, tensor: gs.Tensor, what: str, node: gs.Node) -> tuple[int, ...]:
+        """Shape without the batch axis; every entry must be known."""
+        shape = self.shape(tensor)
+        if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape[1:]):
+            raise LrpGraphError(
+                f"{node.op} {node.name!r}: the shape of {what} {tensor.name!r} is {shape}; "
+                "its non-batch dimensions must be known. Re-export with a fixed image size "
+                "or pass --input-shape C,H,W."
+            )
+        return tuple(int(d) for d in shape[1:])
+
+    # -- skip merges ---------------------------------------------------------------------
+    def _weighted_ancestors(self, tensor: gs.Tensor) -> dict[str, int]:
+        """Every non-constant ancestor of ``tensor`` with the fewest weighted layers on a
+        path to it (0-1 breadth-first search)."""
+        dist = {tensor.name: 0}
+        queue = deque([tensor])
+        while queue:
+            cur = queue.popleft()
+            for node in cur.inputs:
+                w = 1 if node.op in WEIGHTED_OPS else 0
+                for t in node.inputs:
+                    if self.is_const(t):
+                        continue
+                    nd = dist[cur.name] + w
+                    if nd < dist.get(t.name, 1 << 30):
+                        dist[t.name] = nd
+                        if w:
+                            queue.append(t)
+                        else:
+                            queue.appendleft(t)
+        return dist
+
+    def skip_merge(self, node: gs.Node) -> SkipMerge | None:
+        acts = self.activations(node)
+        if len(acts) != 2 or len(node.inputs) != 2:
+            return None
+        if node.name not in self.merges:
+            da = self._weighted_ancestors(node.inputs[0])
+            db = self._weighted_ancestors(node.inputs[1])
+            common = set(da) & set(db)
+            if not common:
+                return None
+            fork = min(common, key=lambda n: (da[n] + db[n], n))
+            depths = (da[fork], db[fork])
+            if depths[0] == depths[1]:
+                merge = SkipMerge(skip_index=0, kind="branch", depths=depths)
+            else:
+                skip = 0 if depths[0] < depths[1] else 1
+                kind = "identity" if depths[skip] == 0 else "projection"
+                merge = SkipMerge(skip_index=skip, kind=kind, depths=depths)
+            self.merges[node.name] = merge
+        return self.merges[node.name]
+
+
+def assign_rules(facts: GraphFacts, registry, config) -> list[Match]:
+    """Walk back from the output along the inputs that relevance reaches; give every node on
+    that path its rule. Collect every node without one before failing, so the user sees them
+    all at once."""
+    on_path = {facts.logits.name}
+    matches: list[Match] = []
+    problems = []
+    for node in reversed(facts.order):
+        if not any(out.name in on_path for out in node.outputs[:1]):
+            continue
+        rule = registry.get(node.op)
+        reason = None
+        if rule is None:
+            reason = "no rule for this op type"
+        else:
+            reason = rule.check(node, facts, config)
+        if reason is not None:
+            problems.append((node.name, node.op, reason))
+            targets = facts.activations(node)  # keep walking to list everything unsupported
+        else:
+            targets = rule.relevance_inputs(node, facts)
+            matches.append(Match(node=node, rule=rule, note=rule.describe(node, facts, config)))
+        for i in targets:
+            on_path.add(node.inputs[i].name)
+    if problems:
+        raise UnsupportedOpsError(problems)
+    if facts.image.name not in on_path:
+        raise LrpGraphError(
+            f"relevance from output {facts.logits.name!r} never reaches input {facts.image.name!r}; "
+            "the output does not depend on the image through supported ops."
+        )
+    return matches

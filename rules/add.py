@@ -1,0 +1,84 @@
+"""Add (and two-input Sum, canonicalised to Add): skip merges and bias adds.
+
+A skip merge ``h = h_s + h_m`` has two operands that depend on the image; match.py tells
+the skip ``h_s`` (identity, or projection through a 1x1 conv [+BN]) from the residual
+branch ``h_m`` by structure, not by operand position. The split (SPEC.md section 1 and
+Table 2):
+
+    ratio:      R_s = R * |h_s| / (|h_s| + |h_m|),  R_m = R - R_s
+                (where both are 0, split evenly: never 0/0 = NaN)
+    symmetric:  R_s = R_m = R / 2
+    identity_skip=False: an identity skip gets nothing, R_m = R (variants i, iii)
+
+An Add with one constant operand (a bias, a folded BN shift) is no merge: relevance passes
+to the other operand unchanged.
+"""
+
+import numpy as np
+
+from .base import Rule
+
+def _abs(e, t):
+    """|t|, skipped where the producer never outputs negatives (Relu, ReLU6): Abs is a
+    costly no-op there on ORT's CPU provider."""
+    producer = t.inputs[0] if t.inputs else None
+    if producer is not None and producer.op in ("Relu", "Sigmoid", "Softplus", "Abs"):
+        return t
+    if producer is not None and producer.op == "Clip" and _clip_min_non_negative(producer):
+        return t
+    return e.op("Abs", [t], hint="abs")
+
+
+def _clip_min_non_negative(node):
+    if len(node.inputs) > 1 and not node.inputs[1].is_empty():
+        lo = node.inputs[1]
+        return hasattr(lo, "values") and float(np.asarray(lo.values)) >= 0
+    return float(node.attrs.get("min", -np.inf)) >= 0
+
+
+class AddRule(Rule):
+    op_types = ("Add",)
+
+    def check(self, node, facts, config):
+        acts = facts.activations(node)
+        if len(node.inputs) != 2:
+            return "an Add with more than two inputs"
+        if len(acts) == 2 and facts.skip_merge(node) is None:
+            return "two image-dependent operands with no common ancestor"
+        return None
+
+    def relevance_inputs(self, node, facts):
+        return facts.activations(node)
+
+    def describe(self, node, facts, config):
+        merge = facts.skip_merge(node) if len(facts.activations(node)) == 2 else None
+        if merge is None:
+            return "pass (constant operand)"
+        split = config.split
+        if merge.kind == "identity" and not config.identity_skip:
+            split = "none to the skip"
+        return f"skip merge ({merge.kind}, skip=input {merge.skip_index}): {split}"
+
+    def emit(self, node, relevance, e, facts, config):
+        acts = facts.activations(node)
+        if len(acts) == 1:
+            return {acts[0]: relevance}
+        merge = facts.skip_merge(node)
+        k_s, k_m = merge.skip_index, 1 - merge.skip_index
+        if merge.kind == "identity" and not config.identity_skip:
+            return {k_m: relevance}
+        if config.split == "symmetric":
+            r_s = e.op("Mul", [relevance, e.scalar(0.5)], hint="r_skip")
+        else:
+            abs_s = _abs(e, node.inputs[k_s])
+            den = e.op("Add", [abs_s, _abs(e, node.inputs[k_m])], hint="den")
+            is_zero = e.op("Equal", [den, e.scalar(0.0)], hint="den_is_0")
+            safe = e.op("Where", [is_zero, e.scalar(1.0), den], hint="den_safe")
+            frac = e.op("Where", [is_zero, e.scalar(0.5), e.op("Div", [abs_s, safe])],
+                        hint="frac_skip")
+            r_s = e.op("Mul", [relevance, frac], hint="r_skip")
+        r_m = e.op("Sub", [relevance, r_s], hint="r_branch")
+        return {k_s: r_s, k_m: r_m}
+
+
+RULES = [AddRule()]

@@ -1,0 +1,35 @@
+"""Sub, Mul, Div with one constant operand: the pieces of a BatchNormalization that an
+exporter decomposed (``(x - mean) * scale + shift``) or of input normalisation. They pass
+relevance unchanged, exactly as BatchNormalization does in the paper preset (SPEC.md
+section 1). Two image-dependent operands (attention, Swish gates) have no rule here.
+"""
+
+from .base import Rule
+
+
+class ConstantAffine(Rule):
+    op_types = ("Sub", "Mul", "Div")
+
+    def check(self, node, facts, config):
+        if len(facts.activations(node)) != 1:
+            return f"a {node.op} of two image-dependent tensors has no LRP rule"
+        if node.op == "Div" and facts.activations(node) != [0]:
+            return "a constant divided by an activation has no LRP rule"
+        a = node.inputs[facts.activations(node)[0]]
+        if a.shape is None or node.outputs[0].shape is None or \
+                list(a.shape)[1:] != list(node.outputs[0].shape)[1:]:
+            return "the constant operand broadcasts the activation to another shape"
+        return None
+
+    def relevance_inputs(self, node, facts):
+        return facts.activations(node)
+
+    def describe(self, node, facts, config):
+        return "pass"
+
+    def emit(self, node, relevance, e, facts, config):
+        (index,) = facts.activations(node)
+        return {index: relevance}
+
+
+RULES = [ConstantAffine()]

@@ -1,0 +1,75 @@
+"""GlobalAveragePool and AveragePool: the z-rule (SPEC.md section 1).
+
+    R_in = a * R_out / (sum_window(a) + n*eps)        n = window size
+
+For a global pool, or an AveragePool whose one window covers the whole map (Caffe2's
+7x7 head), ``sum_window(a) + n*eps = n * (mean(a) + eps)`` and the rule is one broadcast
+multiply. A sliding AveragePool sums its windows with a depthwise ones-kernel Conv and
+spreads ``s`` back with the matching ConvTranspose.
+"""
+
+import numpy as np
+
+from .base import Rule
+from .conv import transpose_attrs
+
+
+def _covers_whole_map(node, facts):
+    spatial = facts.static_shape(node.inputs[0], "the input", node)[1:]
+    pads = node.attrs.get("pads", [0] * (2 * len(spatial)))
+    return list(node.attrs.get("kernel_shape", [])) == list(spatial) and not any(pads)
+
+
+class AveragePoolZ(Rule):
+    op_types = ("GlobalAveragePool", "AveragePool")
+
+    def check(self, node, facts, config):
+        try:
+            shape = facts.static_shape(node.inputs[0], "the input", node)
+        except Exception as exc:
+            return str(exc)
+        if node.op == "AveragePool" and not _covers_whole_map(node, facts):
+            if node.attrs.get("ceil_mode", 0):
+                return "ceil_mode=1 is not supported for a sliding AveragePool"
+            auto_pad = node.attrs.get("auto_pad", "NOTSET")
+            if auto_pad not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+                return f"auto_pad={auto_pad} is not supported for a sliding AveragePool"
+        if len(shape) < 2:
+            return "expects N x C x spatial input"
+        return None
+
+    def describe(self, node, facts, config):
+        return "z"
+
+    def emit(self, node, relevance, e, facts, config):
+        a = node.inputs[0]
+        shape = facts.static_shape(a, "the input", node)
+        if node.op == "GlobalAveragePool" or _covers_whole_map(node, facts):
+            n = int(np.prod(shape[1:]))
+            mean = node.outputs[0]  # the forward pool already is the window mean
+            s = e.op("Div", [e.stabilised_ratio(relevance, mean), e.scalar(n)], hint="s_n")
+            return {0: e.op("Mul", [a, s], hint="r_in")}
+        channels, kernel = shape[0], list(node.attrs["kernel_shape"])
+        ones = np.ones([channels, 1] + kernel, dtype=e.dtype)
+        box = e.const(ones, "box")
+        attrs = {k: node.attrs[k] for k in ("strides", "pads") if k in node.attrs}
+        attrs.update(kernel_shape=kernel, group=channels)
+        window_sum = e.op("Conv", [a, box], attrs, hint="window_sum")
+        n_eps = e.scalar(float(np.prod(kernel)) * float(e.eps))
+        s = e.op("Div", [relevance, e.op("Add", [window_sum, n_eps])], hint="s")
+        tattrs = transpose_attrs(_ConvView(node, kernel, channels), facts, [channels, 1] + kernel)
+        c = e.op("ConvTranspose", [s, box], tattrs, hint="c")
+        return {0: e.op("Mul", [a, c], hint="r_in")}
+
+
+class _ConvView:
+    """The pool seen as the depthwise conv that transpose_attrs knows how to invert."""
+
+    def __init__(self, node, kernel, channels):
+        self.op, self.name = node.op, node.name
+        self.inputs, self.outputs = node.inputs, node.outputs
+        self.attrs = dict(node.attrs, kernel_shape=kernel, group=channels)
+
+
+
+RULES = [AveragePoolZ()]

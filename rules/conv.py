@@ -1,0 +1,103 @@
+"""Conv: the z+ rule, and the w+ rule ("ones") for the first layer (SPEC.md section 1).
+
+    z     = conv(a, W+)                 bias dropped, W+ = max(W, 0)
+    s     = R_out / (z + eps)
+    R_in  = a * conv_transpose(s, W+)   same strides, pads, dilations, groups
+
+Conservation: sum(a * conv_transpose(s, W+)) = sum(s * conv(a, W+)) = sum(R_out * z/(z+eps)).
+
+First layer, ``first_layer="ones"`` (the authors' code): ``a`` is replaced by ones, so pixel
+values do not enter: ``R_in = conv_transpose(R_out / (conv(1, W+) + eps), W+)``.
+``first_layer="zplus"`` treats it like any other conv.
+
+conv_transpose needs ``output_padding`` where the forward conv dropped trailing input rows
+(ResNet's stride-2 convs): it is derived from the static shapes, as are explicit pads for
+``auto_pad`` (TensorFlow exports).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Rule
+
+
+def explicit_pads(attrs, in_sp, out_sp, k_eff, strides):
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    n = len(in_sp)
+    if auto_pad in ("NOTSET", ""):
+        return list(attrs.get("pads", [0] * (2 * n)))
+    if auto_pad == "VALID":
+        return [0] * (2 * n)
+    begins, ends = [], []
+    for i in range(n):
+        total = max((out_sp[i] - 1) * strides[i] + k_eff[i] - in_sp[i], 0)
+        small, big = total // 2, total - total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else big)
+        ends.append(big if auto_pad == "SAME_UPPER" else small)
+    return begins + ends
+
+
+def transpose_attrs(node, facts, weight_shape):
+    """Attributes of the ConvTranspose that is the adjoint of ``node``'s conv."""
+    in_sp = facts.static_shape(node.inputs[0], "the input", node)[1:]
+    out_sp = facts.static_shape(node.outputs[0], "the output", node)[1:]
+    n = len(in_sp)
+    kernel = list(node.attrs.get("kernel_shape", weight_shape[2:]))
+    strides = list(node.attrs.get("strides", [1] * n))
+    dil = list(node.attrs.get("dilations", [1] * n))
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    pads = explicit_pads(node.attrs, in_sp, out_sp, k_eff, strides)
+    out_pad = [in_sp[i] - ((out_sp[i] - 1) * strides[i] + k_eff[i] - pads[i] - pads[i + n])
+               for i in range(n)]
+    return {"kernel_shape": kernel, "strides": strides, "dilations": dil, "pads": pads,
+            "group": int(node.attrs.get("group", 1)), "output_padding": out_pad}
+
+
+class ConvZPlus(Rule):
+    op_types = ("Conv",)
+
+    def check(self, node, facts, config):
+        if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
+            return "a Conv whose weights are computed from the image has no LRP rule"
+        w = node.inputs[1]
+        if w.shape is None:
+            return "the weight's shape is unknown"
+        try:
+            attrs = transpose_attrs(node, facts, list(w.shape))
+        except Exception as exc:  # static_shape raises with the fix in its message
+            return str(exc)
+        stride_or_dil = [max(s, d) for s, d in zip(attrs["strides"], attrs["dilations"])]
+        if any(not 0 <= p < m for p, m in zip(attrs["output_padding"], stride_or_dil)):
+            return (f"the transposed conv would need output_padding {attrs['output_padding']}, "
+                    "outside what ONNX allows; input rows beyond the last window are unusual")
+        return None
+
+    def _first(self, node, facts, config):
+        return config.first_layer == "ones" and facts.is_first_layer(node)
+
+    def describe(self, node, facts, config):
+        return "w+ (ones input, first layer)" if self._first(node, facts, config) else "z+"
+
+    def emit(self, node, relevance, e, facts, config):
+        a, w = node.inputs[0], node.inputs[1]
+        fwd = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
+        tattrs = transpose_attrs(node, facts, list(w.shape))
+        fwd["pads"] = tattrs["pads"]
+        w_plus = e.positive_part(w)
+        if self._first(node, facts, config):
+            # conv(1, W+) does not depend on the image: one sample, broadcast over the
+            # batch, folded to a constant by ORT at load.
+            ones = np.ones((1,) + facts.static_shape(a, "the input", node), dtype=e.dtype)
+            z = e.op("Conv", [e.const(ones, "ones"), w_plus], fwd, hint="z")
+            s = e.stabilised_ratio(relevance, z)
+            return {0: e.op("ConvTranspose", [s, w_plus], tattrs, hint="r_in")}
+        z = e.op("Conv", [a, w_plus], fwd, hint="z")
+        s = e.stabilised_ratio(relevance, z)
+        c = e.op("ConvTranspose", [s, w_plus], tattrs, hint="c")
+        return {0: e.op("Mul", [a, c], hint="r_in")}
+
+
+RULES = [ConvZPlus()]

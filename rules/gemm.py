@@ -1,0 +1,37 @@
+"""Gemm (fully connected): the z+ rule (SPEC.md section 1).
+
+    z    = alpha * a @ W+^T      (transB=1; bias dropped)
+    s    = R_out / (z + eps)
+    R_in = a * (alpha * s @ W+)
+
+The backward product is one more Gemm with transB flipped, so W+ is never transposed.
+"""
+
+from .base import Rule
+
+
+class GemmZPlus(Rule):
+    op_types = ("Gemm",)
+
+    def check(self, node, facts, config):
+        if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
+            return "a Gemm whose weights depend on the image has no LRP rule"
+        if node.attrs.get("transA", 0):
+            return "transA=1 is not supported; export the layer with transA=0"
+        return None
+
+    def describe(self, node, facts, config):
+        return "z+"
+
+    def emit(self, node, relevance, e, facts, config):
+        a, w = node.inputs[0], node.inputs[1]
+        trans_b = int(node.attrs.get("transB", 0))
+        alpha = float(node.attrs.get("alpha", 1.0))
+        w_plus = e.positive_part(w)
+        z = e.op("Gemm", [a, w_plus], {"alpha": alpha, "transB": trans_b}, hint="z")
+        s = e.stabilised_ratio(relevance, z)
+        c = e.op("Gemm", [s, w_plus], {"alpha": alpha, "transB": 1 - trans_b}, hint="c")
+        return {0: e.op("Mul", [a, c], hint="r_in")}
+
+
+RULES = [GemmZPlus()]

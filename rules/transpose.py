@@ -1,0 +1,25 @@
+"""Transpose (TensorFlow's NHWC to NCHW at the input): relevance passes unchanged, moved
+back with the inverse permutation."""
+
+import numpy as np
+
+from .base import Rule
+
+
+class TransposeBack(Rule):
+    op_types = ("Transpose",)
+
+    def check(self, node, facts, config):
+        if "perm" not in node.attrs:
+            return "a Transpose without perm (full reversal) is not supported"
+        return None
+
+    def describe(self, node, facts, config):
+        return "transpose back"
+
+    def emit(self, node, relevance, e, facts, config):
+        inverse = np.argsort(node.attrs["perm"]).tolist()
+        return {0: e.op("Transpose", [relevance], {"perm": inverse}, hint="r_in")}
+
+
+RULES = [TransposeBack()]

@@ -1,0 +1,133 @@
+"""An independent PyTorch implementation of SPEC.md section 1 for the ResNets of
+tools/torch_resnets.py: explicit per-layer formulas, in float64, over the torch modules.
+
+Nothing here touches lrpgraph. The z+ and w+ rules use autograd for the transposed
+products (the gradient of z = conv(a, W+) against a, times s), not ConvTranspose.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5
+
+
+def _bn(bn, x):
+    return F.batch_norm(x, bn.running_mean.double(), bn.running_var.double(), bn.weight.double(),
+                        bn.bias.double(), False, 0.0, bn.eps)
+
+
+def _conv(conv, x, weight=None):
+    w = conv.weight.double() if weight is None else weight
+    b = None if weight is not None or conv.bias is None else conv.bias.double()
+    return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def conv_zplus(conv, a, r_out, ones=False):
+    """z+ (a real) or w+ (ones=True: a replaced by ones, R_in = c)."""
+    wp = conv.weight.double().clamp(min=0)
+    inp = (torch.ones_like(a) if ones else a).detach().requires_grad_(True)
+    z = _conv(conv, inp, wp)
+    s = r_out / (z + EPS)
+    (c,) = torch.autograd.grad(z, inp, grad_outputs=s)
+    return c if ones else a * c
+
+
+def linear_zplus(fc, a, r_out):
+    wp = fc.weight.double().clamp(min=0)
+    z = a @ wp.T
+    return a * ((r_out / (z + EPS)) @ wp)
+
+
+def gap_z(a, r_out):
+    n = a.shape[2] * a.shape[3]
+    return a * r_out[:, :, None, None] / (a.sum(dim=(2, 3), keepdim=True) + n * EPS)
+
+
+def maxpool_avg2x2(a, r_out):
+    s = r_out / (F.avg_pool2d(a, 2, 2) + EPS)
+    return a * s.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) / 4
+
+
+def maxpool_winner(pool, a, r_out):
+    _, idx = F.max_pool2d(a, pool.kernel_size, pool.stride, pool.padding, return_indices=True)
+    flat = torch.zeros_like(a).flatten(2)
+    flat.scatter_add_(2, idx.flatten(2), r_out.flatten(2))
+    return flat.view_as(a)
+
+
+def split(r, h_s, h_m, mode):
+    if mode == "symmetric":
+        return r / 2, r / 2
+    den = h_s.abs() + h_m.abs()
+    frac = torch.where(den == 0, torch.full_like(den, 0.5), h_s.abs() / torch.where(den == 0, 1, den))
+    return r * frac, r * (1 - frac)
+
+
+def _block_forward(block, x):
+    acts = {"x": x}
+    if hasattr(block, "conv3"):
+        convs = [(block.conv1, block.bn1), (block.conv2, block.bn2), (block.conv3, block.bn3)]
+    else:
+        convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    h = x
+    acts["conv_inputs"] = []
+    for i, (conv, bn) in enumerate(convs):
+        acts["conv_inputs"].append(h)
+        h = _bn(bn, _conv(conv, h))
+        if i < len(convs) - 1:
+            h = F.relu(h)
+    acts["h_m"] = h
+    if block.downsample is not None:
+        acts["h_s"] = _bn(block.downsample[1], _conv(block.downsample[0], x))
+    else:
+        acts["h_s"] = x
+    acts["convs"] = [c for c, _ in convs]
+    return F.relu(acts["h_m"] + acts["h_s"]), acts
+
+
+def lrp(model, x, target=None, identity_skip=True, split_mode="ratio", maxpool="avg2x2",
+        first_layer="ones", start="probability"):
+    """Return (logits, R at the image N x C x H x W, dict of per-stage relevance sums)."""
+    x = x.double()
+    c1 = _conv(model.conv1, x)
+    r1 = F.relu(_bn(model.bn1, c1))
+    h = F.max_pool2d(r1, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)
+    blocks = []
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in layer:
+            h, acts = _block_forward(block, h)
+            blocks.append((block, acts))
+    pooled = h.mean(dim=(2, 3))
+    logits = pooled @ model.fc.weight.double().T + model.fc.bias.double()
+
+    if target is None:
+        target = logits.argmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).double()
+    value = logits if start == "logit" else torch.softmax(logits, 1)
+    r = value * onehot
+    sums = {"start": r.sum(1)}
+    r = linear_zplus(model.fc, pooled, r)
+    r = gap_z(h, r)
+    for block, acts in reversed(blocks):
+        identity = block.downsample is None
+        if identity and not identity_skip:
+            r_s, r_m = torch.zeros_like(r), r
+        else:
+            r_s, r_m = split(r, acts["h_s"], acts["h_m"], split_mode)
+        for conv, a in reversed(list(zip(acts["convs"], acts["conv_inputs"]))):
+            r_m = conv_zplus(conv, a, r_m)
+        if identity:
+            r = r_m + r_s
+        else:
+            r = r_m + conv_zplus(block.downsample[0], acts["x"], r_s)
+    sums["after_blocks"] = r.sum(dim=(1, 2, 3))
+    if maxpool == "avg2x2":
+        r = maxpool_avg2x2(r1, r)
+    else:
+        r = maxpool_winner(model.maxpool, r1, r)
+    sums["after_maxpool"] = r.sum(dim=(1, 2, 3))
+    r = conv_zplus(model.conv1, x, r, ones=(first_layer == "ones"))
+    sums["input"] = r.sum(dim=(1, 2, 3))
+    return logits, r, sums
