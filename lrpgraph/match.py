@@ -131,9 +131,9 @@ class GraphFacts:
         shape = self.shape(tensor)
         if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape[1:]):
             raise LrpGraphError(
-                f"{node.op} {node.name!r}: the shape of {what} {tensor.name!r} is {shape}; "
-                "its non-batch dimensions must be known. Re-export with a fixed image size "
-                "or pass --input-shape C,H,W."
+                f"the shape of {what} {tensor.name!r} is {shape}; its non-batch dimensions "
+                "must be known. Re-export with a fixed image size and constant folding "
+                "(shapes computed at run time, e.g. by dynamic 'same' padding, hide them)."
             )
         return tuple(int(d) for d in shape[1:])
 

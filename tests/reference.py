@@ -131,3 +131,31 @@ def lrp(model, x, target=None, identity_skip=True, split_mode="ratio", maxpool="
     r = conv_zplus(model.conv1, x, r, ones=(first_layer == "ones"))
     sums["input"] = r.sum(dim=(1, 2, 3))
     return logits, r, sums
+
+
+def fold_batchnorm(model):
+    """A copy of ``model`` with every BN folded into the conv before it, as exporters do
+    (torch.onnx in eval mode, tf2onnx): the reference for graphs without BN nodes."""
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    model = copy.deepcopy(model)
+    pairs = [(model.conv1, model.bn1)]
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in layer:
+            pairs += [(getattr(block, f"conv{i}"), getattr(block, f"bn{i}")) for i in (1, 2, 3)
+                      if hasattr(block, f"conv{i}")]
+            if block.downsample is not None:
+                pairs.append((block.downsample[0], block.downsample[1]))
+    with torch.no_grad():
+        for conv, bn in pairs:
+            w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                        bn.eps, bn.weight, bn.bias)
+            conv.weight, conv.bias = nn.Parameter(w), nn.Parameter(b)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+    return model

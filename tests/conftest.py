@@ -1,0 +1,47 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests")]
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
+
+
+def image_batch(n, size=224, seed=1):
+    """Normalised photos-like inputs: uniform pixels in [0, 1], ImageNet mean/std."""
+    x = np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
+    return ((x - MEAN) / STD).astype(np.float32)
+
+
+def session(model):
+    import onnxruntime as ort
+
+    data = model if isinstance(model, (str, bytes, os.PathLike)) else model.SerializeToString()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def run(model, feeds, names=None):
+    sess = session(model)
+    names = names or [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+@pytest.fixture(scope="session")
+def resnets(tmp_path_factory):
+    """Seeded ResNet18 and ResNet50 (torch modules and their ONNX exports, BN as nodes)."""
+    from export_resnet import build_model, export
+
+    folder = tmp_path_factory.mktemp("resnets")
+    out = {}
+    for arch in ("resnet18", "resnet50"):
+        model, _ = build_model(arch, seed=0)
+        path = str(folder / f"{arch}.onnx")
+        export(model, path)
+        out[arch] = (model, path)
+    return out

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tiny import EPS, assert_close, explain, head_relevance, model
+
+
+def torch_zplus(x, w, r, stride, pad, dil, groups, ones):
+    """z+ / w+ via autograd: the transposed product is the gradient of z, not ConvTranspose."""
+    wp = torch.from_numpy(w).double().clamp(min=0)
+    a = torch.from_numpy(x).double()
+    inp = (torch.ones_like(a) if ones else a.clone()).requires_grad_(True)
+    z = F.conv2d(inp, wp, None, stride, pad, dil, groups)
+    (c,) = torch.autograd.grad(z, inp, torch.from_numpy(r) / (z.detach() + EPS))
+    return (c if ones else a * c).numpy()
+
+
+CASES = [  # size, channels out, kernel, stride, pads, dilation, group
+    (8, 4, 3, 2, 1, 1, 1),   # ResNet's stride-2 3x3: ConvTranspose needs output_padding 1
+    (9, 4, 3, 2, 1, 1, 1),
+    (8, 6, 1, 2, 0, 1, 1),   # projection skip 1x1 stride 2
+    (8, 4, 3, 1, 2, 2, 1),   # dilated
+    (8, 6, 3, 1, 1, 1, 3),   # grouped
+    (8, 6, 3, 2, 1, 1, 6),   # depthwise (EfficientNet)
+    (8, 4, 7, 2, 3, 1, 1),   # ResNet's first conv
+]
+
+
+@pytest.mark.parametrize("first_layer", ["zplus", "ones"])
+@pytest.mark.parametrize("size,cout,k,stride,pad,dil,group", CASES)
+def test_conv_rule_matches_autograd_reference(size, cout, k, stride, pad, dil, group, first_layer):
+    cin = 6
+    rng = np.random.default_rng(size + cout + k + stride + group)
+    w = rng.standard_normal((cout, cin // group, k, k)).astype(np.float32)
+    body = (f"h = Conv <strides = [{stride}, {stride}], pads = [{pad}, {pad}, {pad}, {pad}], "
+            f"dilations = [{dil}, {dil}], group = {group}> (x, w)")
+    hs = F.conv2d(torch.zeros(1, cin, size, size), torch.from_numpy(w), None, stride, pad, dil, group).shape[1:]
+    m, fw = model(body, (cin, size, size), tuple(hs), {"w": w})
+    x = rng.random((2, cin, size, size)).astype(np.float32)  # z+ assumes a >= 0
+    out, report = explain(m, x, first_layer=first_layer)
+    h = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, stride, pad, dil, group).numpy()
+    ref = torch_zplus(x, w, head_relevance(h, fw), stride, pad, dil, group, first_layer == "ones")
+    assert_close(out["relevance"], ref)
+    assert [r for _, op, r in report.rules if op == "Conv"] == [
+        "w+ (ones input, first layer)" if first_layer == "ones" else "z+"]
+
+
+def test_auto_pad_same_upper():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    m, fw = model("h = Conv <strides = [2, 2], auto_pad = \"SAME_UPPER\"> (x, w)", (3, 8, 8), (4, 4, 4), {"w": w})
+    x = rng.random((2, 3, 8, 8)).astype(np.float32)
+    out, _ = explain(m, x, first_layer="zplus")
+    # SAME_UPPER on 8 with k=3, s=2: total pad 1, all of it at the end.
+    xp = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1)))
+    h = F.conv2d(torch.from_numpy(xp), torch.from_numpy(w), None, 2).numpy()
+    ref = torch_zplus(xp, w, head_relevance(h, fw), 2, 0, 1, 1, False)[:, :, :8, :8]
+    assert_close(out["relevance"], ref)
+
+
+def test_conservation_of_zplus():
+    rng = np.random.default_rng(2)
+    w = np.abs(rng.standard_normal((4, 3, 3, 3))).astype(np.float32)
+    m, _ = model("h = Conv <strides = [2, 2], pads = [1, 1, 1, 1]> (x, w)", (3, 8, 8), (4, 4, 4), {"w": w})
+    x = rng.random((2, 3, 8, 8)).astype(np.float32) + 0.1
+    out, _ = explain(m, x, first_layer="zplus", conservation=True)
+    conv = [k for k in out if k.startswith("relsum/") and "Conv" in k and k.endswith("/out")][0]
+    np.testing.assert_allclose(out[conv[:-3] + "in"], out[conv], rtol=1e-4)
