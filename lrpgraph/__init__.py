@@ -6,7 +6,7 @@ from .config import VARIANTS, Config, Preprocess, preset  # noqa: E402
 from .errors import LrpGraphError, UnsupportedOpsError  # noqa: E402
 
 __all__ = ["Config", "Preprocess", "VARIANTS", "preset", "LrpGraphError",
-           "UnsupportedOpsError", "build", "build_explainer", "__version__"]
+           "UnsupportedOpsError", "build", "build_explainer", "Explainer", "__version__"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from . import driver as _build
 
         return getattr(_build, name)
+    if name == "Explainer":
+        from .explain import Explainer
+
+        return Explainer
     raise AttributeError(name)

@@ -83,6 +83,33 @@ def cmd_inspect(args):
     return 0
 
 
+def cmd_explain(args):
+    from .explain import Explainer, explain_paths
+
+    pre = None
+    if any(v is not None for v in (args.size, args.mean, args.std, args.layout)):
+        from .config import Preprocess
+
+        base = Preprocess()
+        pre = Preprocess(size=args.size or base.size, resize=args.resize or round((args.size or 224) * 256 / 224),
+                         mean=args.mean or base.mean, std=args.std or base.std,
+                         layout=args.layout or base.layout)
+    ex = Explainer(args.model, provider=args.provider, preprocess=pre)
+    if pre is None and args.resize:
+        from dataclasses import replace
+
+        ex.preprocess = replace(ex.preprocess, resize=args.resize)
+    print(f"lrpgraph explain: {args.model} on {ex.provider}", file=sys.stderr)
+    summary = explain_paths(ex, args.inputs, args.output, target=args.target, hq=args.hq,
+                            batch_size=args.batch_size, overwrite=args.overwrite,
+                            progress=False if args.quiet else None, cmap=args.cmap)
+    for path, reason in summary.failed:
+        print(f"  failed: {reason}" if path in reason else f"  failed: {path}: {reason}", file=sys.stderr)
+    print(f"explained {summary.explained}, skipped {summary.skipped} already done, "
+          f"failed {len(summary.failed)} -> {args.output}")
+    return 1 if summary.failed else 0
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +128,24 @@ def make_parser():
     b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406))
     b.add_argument("--std", type=_floats, default=(0.229, 0.224, 0.225))
     b.set_defaults(func=cmd_build)
+
+    x = sub.add_parser("explain", help="heatmaps for images: files, several files or folders")
+    x.add_argument("model", help="an explainer built by lrpgraph build")
+    x.add_argument("inputs", nargs="+", help="image files or folders (recursive)")
+    x.add_argument("-o", "--output", default="heatmaps", help="output folder (default: heatmaps)")
+    x.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
+    x.add_argument("--hq", action="store_true", help="save the Heat-Quantized map (SPEC.md)")
+    x.add_argument("--provider", default="auto", choices=["auto", "cuda", "cpu"])
+    x.add_argument("--batch-size", type=int, default=8)
+    x.add_argument("--overwrite", action="store_true", help="redo images already explained")
+    x.add_argument("--cmap", default="jet", help="matplotlib colormap for the PNGs")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    x.add_argument("--size", type=int, help="crop size, for models not built by lrpgraph")
+    x.add_argument("--resize", type=int, help="short side before the crop")
+    x.add_argument("--mean", type=_floats)
+    x.add_argument("--std", type=_floats)
+    x.add_argument("--layout", choices=["NCHW", "NHWC"])
+    x.set_defaults(func=cmd_explain)
 
     i = sub.add_parser("inspect", help="show what matched: skip merges, the rule per node")
     i.add_argument("model")

@@ -192,6 +192,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         "lrpgraph.preprocess": (preprocess or Preprocess(layout=layout)).to_json(),
         "lrpgraph.source_output": source_output,
         "lrpgraph.layout": layout,
+        "lrpgraph.head": "softmax" if facts.head is not facts.logits else "logits",
     }
     for key, value in meta.items():
         out.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

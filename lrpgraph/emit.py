@@ -37,7 +37,7 @@ class Emitter:
 
     def scalar(self, value) -> gs.Constant:
         """A float constant in the relevance graph's dtype."""
-        return self.const(np.asarray(value, dtype=self.dtype), "c")
+        return self.const(np.asarray(value, dtype=self.dtype), "k")
 
     def op(self, op_type: str, inputs, attrs=None, hint: str | None = None, outputs: int = 1,
            dtype=None):

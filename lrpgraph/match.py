@@ -17,6 +17,12 @@ from .errors import LrpGraphError, UnsupportedOpsError
 # Nodes that carry weights: the "depth" that tells a skip from a residual branch, and the
 # first layer from the rest, counts these.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# Ops whose output is never negative, and ops that keep a non-negative input so.
+_NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Softplus"})
+_SIGN_KEEPING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+                               "ReduceMean", "ReduceMax", "Flatten", "Reshape", "Squeeze",
+                               "Unsqueeze", "Transpose", "Identity", "Dropout", "Cast", "Resize",
+                               "Concat", "Add", "Pad"})
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
                          "RandomUniformLike", "Multinomial", "Bernoulli"})
 
@@ -46,6 +52,7 @@ class GraphFacts:
     order: list  # forward nodes in topological order
     _const: dict = field(default_factory=dict)
     _wdepth: dict = field(default_factory=dict)
+    _non_negative: set = field(default_factory=set)
     merges: dict = field(default_factory=dict)  # node name -> SkipMerge
 
     @classmethod
@@ -73,6 +80,7 @@ class GraphFacts:
                     order=list(graph.nodes))
         facts._compute_constants()
         facts._compute_depths()
+        facts._compute_signs()
         return facts
 
     # -- constness ---------------------------------------------------------------------
@@ -116,6 +124,32 @@ class GraphFacts:
             for out in node.outputs:
                 depth[out.name] = d
         self._wdepth = depth
+
+    def _compute_signs(self) -> None:
+        """Tensors that cannot be negative: z+ is the paper's rule exactly there."""
+        for node in self.order:
+            acts = [t for t in node.inputs if not self.is_const(t)]
+            if node.op in _NON_NEGATIVE_OPS:
+                keep = True
+            elif node.op == "Clip":
+                lo = node.inputs[1] if len(node.inputs) > 1 and not node.inputs[1].is_empty() else None
+                value = self.const_value(lo) if lo is not None else node.attrs.get("min")
+                keep = value is not None and float(np.asarray(value)) >= 0
+            elif node.op in _SIGN_KEEPING_OPS:
+                keep = bool(acts) and all(t.name in self._non_negative for t in acts) and all(
+                    self._const_non_negative(t) for t in node.inputs
+                    if self.is_const(t) and node.op in ("Add", "Concat"))
+            else:
+                keep = False
+            if keep:
+                self._non_negative.update(out.name for out in node.outputs[:1])
+
+    def _const_non_negative(self, tensor) -> bool:
+        value = self.const_value(tensor)
+        return value is not None and bool((np.asarray(value) >= 0).all())
+
+    def non_negative(self, tensor: gs.Tensor) -> bool:
+        return tensor.name in self._non_negative
 
     def is_first_layer(self, node: gs.Node) -> bool:
         """A weighted node with no weighted node between it and the image."""

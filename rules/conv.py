@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Rule
+from .linear import describe, zplus
 
 
 def explicit_pads(attrs, in_sp, out_sp, k_eff, strides):
@@ -79,25 +80,27 @@ class ConvZPlus(Rule):
         return config.first_layer == "ones" and facts.is_first_layer(node)
 
     def describe(self, node, facts, config):
-        return "w+ (ones input, first layer)" if self._first(node, facts, config) else "z+"
+        if self._first(node, facts, config):
+            return "w+ (ones input, first layer)"
+        return describe(facts.non_negative(node.inputs[0]))
 
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
         fwd = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
         tattrs = transpose_attrs(node, facts, list(w.shape))
         fwd["pads"] = tattrs["pads"]
-        w_plus = e.positive_part(w)
         if self._first(node, facts, config):
+            w_plus = e.positive_part(w)
             # conv(1, W+) does not depend on the image: one sample, broadcast over the
             # batch, folded to a constant by ORT at load.
             ones = np.ones((1,) + facts.static_shape(a, "the input", node), dtype=e.dtype)
             z = e.op("Conv", [e.const(ones, "ones"), w_plus], fwd, hint="z")
             s = e.stabilised_ratio(relevance, z)
             return {0: e.op("ConvTranspose", [s, w_plus], tattrs, hint="r_in")}
-        z = e.op("Conv", [a, w_plus], fwd, hint="z")
-        s = e.stabilised_ratio(relevance, z)
-        c = e.op("ConvTranspose", [s, w_plus], tattrs, hint="c")
-        return {0: e.op("Mul", [a, c], hint="r_in")}
+        return {0: zplus(e, relevance, a, w,
+                         lambda x, wt: e.op("Conv", [x, wt], fwd, hint="z"),
+                         lambda s, wt: e.op("ConvTranspose", [s, wt], tattrs, hint="c"),
+                         facts.non_negative(a))}
 
 
 RULES = [ConvZPlus()]

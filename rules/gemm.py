@@ -8,6 +8,7 @@ The backward product is one more Gemm with transB flipped, so W+ is never transp
 """
 
 from .base import Rule
+from .linear import describe, zplus
 
 
 class GemmZPlus(Rule):
@@ -21,17 +22,16 @@ class GemmZPlus(Rule):
         return None
 
     def describe(self, node, facts, config):
-        return "z+"
+        return describe(facts.non_negative(node.inputs[0]))
 
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
         trans_b = int(node.attrs.get("transB", 0))
         alpha = float(node.attrs.get("alpha", 1.0))
-        w_plus = e.positive_part(w)
-        z = e.op("Gemm", [a, w_plus], {"alpha": alpha, "transB": trans_b}, hint="z")
-        s = e.stabilised_ratio(relevance, z)
-        c = e.op("Gemm", [s, w_plus], {"alpha": alpha, "transB": 1 - trans_b}, hint="c")
-        return {0: e.op("Mul", [a, c], hint="r_in")}
+        return {0: zplus(e, relevance, a, w,
+                         lambda x, wt: e.op("Gemm", [x, wt], {"alpha": alpha, "transB": trans_b}, hint="z"),
+                         lambda s, wt: e.op("Gemm", [s, wt], {"alpha": alpha, "transB": 1 - trans_b}, hint="c"),
+                         facts.non_negative(a))}
 
 
 RULES = [GemmZPlus()]

@@ -7,6 +7,7 @@ the z+ rule, as for Gemm (SPEC.md section 1).
 """
 
 from .base import Rule
+from .linear import describe, zplus
 
 
 class MatMulZPlus(Rule):
@@ -21,16 +22,14 @@ class MatMulZPlus(Rule):
         return None
 
     def describe(self, node, facts, config):
-        return "z+"
+        return describe(facts.non_negative(node.inputs[0]))
 
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
-        w_plus = e.positive_part(w)
-        z = e.op("MatMul", [a, w_plus], hint="z")
-        s = e.stabilised_ratio(relevance, z)
-        w_plus_t = e.op("Transpose", [w_plus], {"perm": [1, 0]}, hint="w_plus_t")
-        c = e.op("MatMul", [s, w_plus_t], hint="c")
-        return {0: e.op("Mul", [a, c], hint="r_in")}
+        return {0: zplus(e, relevance, a, w,
+                         lambda x, wt: e.op("MatMul", [x, wt], hint="z"),
+                         lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c"),
+                         facts.non_negative(a))}
 
 
 RULES = [MatMulZPlus()]

@@ -42,8 +42,30 @@ def test_conv_rule_matches_autograd_reference(size, cout, k, stride, pad, dil, g
     h = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, stride, pad, dil, group).numpy()
     ref = torch_zplus(x, w, head_relevance(h, fw), stride, pad, dil, group, first_layer == "ones")
     assert_close(out["relevance"], ref)
+    # The image may be negative as far as the graph knows: z+ takes its signed form, which
+    # is the plain z+ on this non-negative x.
     assert [r for _, op, r in report.rules if op == "Conv"] == [
-        "w+ (ones input, first layer)" if first_layer == "ones" else "z+"]
+        "w+ (ones input, first layer)" if first_layer == "ones" else "z+ (signed input: a+W+ + a-W-)"]
+
+
+def test_signed_input_takes_both_positive_contributions():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    m, fw = model("h = Conv <strides = [2, 2], pads = [1, 1, 1, 1]> (x, w)", (3, 8, 8), (4, 4, 4), {"w": w})
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    out, _ = explain(m, x, first_layer="zplus", conservation=True)
+    h = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, 2, 1).numpy()
+    r = torch.from_numpy(head_relevance(h, fw))
+    wt = torch.from_numpy(w).double()
+    ap = torch.from_numpy(x).double().clamp(min=0).requires_grad_(True)
+    an = torch.from_numpy(x).double().clamp(max=0).requires_grad_(True)
+    z = F.conv2d(ap, wt.clamp(min=0), None, 2, 1) + F.conv2d(an, wt.clamp(max=0), None, 2, 1)
+    cp, cn = torch.autograd.grad(z, [ap, an], r / (z.detach() + EPS))
+    ref = (ap * cp + an * cn).detach().numpy()
+    assert_close(out["relevance"], ref)
+    assert (z.detach() >= 0).all()
+    conv = [k for k in out if k.startswith("relsum/") and "Conv" in k and k.endswith("/out")][0]
+    np.testing.assert_allclose(out[conv[:-3] + "in"], out[conv], rtol=1e-4)
 
 
 def test_auto_pad_same_upper():

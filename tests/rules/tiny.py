@@ -45,15 +45,18 @@ def explain(m, x, **options):
 
 
 def head_relevance(h, fw):
-    """Relevance arriving at ``h`` (float64): softmax * one-hot of the argmax, Gemm z+."""
+    """Relevance arriving at ``h`` (float64): softmax * one-hot of the argmax, Gemm z+ in
+    its signed-input form (a+W+ + a-W-; the plain z+ where h >= 0)."""
     f = h.reshape(len(h), -1).astype(np.float64)
     y = f @ fw.T.astype(np.float64)
     p = np.exp(y - y.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     r = np.zeros_like(p)
     r[np.arange(len(p)), y.argmax(1)] = p[np.arange(len(p)), y.argmax(1)]
-    wp = np.maximum(fw, 0).astype(np.float64)
-    return (f * ((r / (f @ wp.T + EPS)) @ wp)).reshape(h.shape)
+    wp, wn = np.maximum(fw, 0).astype(np.float64), np.minimum(fw, 0).astype(np.float64)
+    fp, fn = np.maximum(f, 0), np.minimum(f, 0)
+    s = r / (fp @ wp.T + fn @ wn.T + EPS)
+    return (fp * (s @ wp) + fn * (s @ wn)).reshape(h.shape)
 
 
 def assert_close(got, ref, tol=1e-4):

@@ -1,0 +1,121 @@
+"""Images to model inputs: what the explainer's metadata says the model expects.
+
+ImageNet default: resize the short side to 256 (bilinear), centre-crop 224, scale to
+[0, 1], subtract mean, divide by std, NCHW. Grayscale, palette, CMYK and RGBA images are
+converted to RGB; 16-bit images are scaled to 8 bits; EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .config import Preprocess
+from .errors import LrpGraphError
+
+# Smaller than this, a resize to 256 invents the whole picture: refuse rather than explain noise.
+MIN_SIDE = 16
+# Decompression bombs: larger images are refused by Pillow's own check too.
+MAX_PIXELS = 200_000_000
+
+
+class ImageError(LrpGraphError):
+    """One image could not be used; the batch goes on without it."""
+
+
+def load_rgb(source):
+    """A PIL RGB image from a path, a PIL image, or an H x W [x C] uint8/uint16 array."""
+    from PIL import Image, ImageOps
+
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            with Image.open(source) as im:
+                im.load()
+                image = ImageOps.exif_transpose(im)
+                image = image.copy() if image is im else image
+        except Exception as exc:
+            raise ImageError(f"{source}: not a readable image ({type(exc).__name__}: {exc})") from None
+    elif isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray) and source.ndim in (2, 3):
+        image = Image.fromarray(_to_uint8(source))
+    else:
+        raise ImageError(f"cannot read an image from {type(source).__name__}")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = Image.fromarray(_to_uint8(np.asarray(image)))
+    if image.mode != "RGB":
+        image = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" \
+            else image.convert("RGB")
+    if min(image.size) < MIN_SIDE:
+        raise ImageError(f"{_label(source)}: {image.size[0]}x{image.size[1]} pixels is too small "
+                         f"to explain (at least {MIN_SIDE} on the short side)")
+    return image
+
+
+def _label(source):
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "image"
+
+
+def _to_uint8(array):
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype in (np.uint16, np.int32, np.uint32):
+        return (array.astype(np.float64) / max(int(array.max()), 255) * 255).round().astype(np.uint8) \
+            if array.max() > 255 else array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageError("the image array holds NaN or Inf")
+        return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    raise ImageError(f"unsupported image array dtype {array.dtype}")
+
+
+def crop(image, pre: Preprocess):
+    """Resize the short side to ``pre.resize``, centre-crop ``pre.size``: the picture the
+    heatmap lies on."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = pre.resize / min(w, h)
+    image = image.resize((max(pre.size, round(w * scale)), max(pre.size, round(h * scale))),
+                         Image.BILINEAR)
+    w, h = image.size
+    left, top = (w - pre.size) // 2, (h - pre.size) // 2
+    return image.crop((left, top, left + pre.size, top + pre.size))
+
+
+def to_input(cropped, pre: Preprocess) -> np.ndarray:
+    """C x H x W (or H x W x C for NHWC models) float32, normalised."""
+    x = np.asarray(cropped, dtype=np.float32) / 255.0
+    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return x if pre.layout == "NHWC" else x.transpose(2, 0, 1)
+
+
+def prepare(source, pre: Preprocess):
+    """(model input, cropped RGB uint8 array) for one image."""
+    cropped = crop(load_rgb(source), pre)
+    return to_input(cropped, pre), np.asarray(cropped)
+
+
+def find_images(paths):
+    """Expand files and folders (recursively) into [(path, name for outputs)]. Folder
+    members are named by their path inside the folder so that a/cat.jpg and b/cat.jpg
+    do not collide. Every non-hidden file is tried: one that is no image is reported, not
+    silently dropped."""
+    found = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for f in sorted(f for f in files if not f.startswith(".")):
+                    full = os.path.join(root, f)
+                    found.append((full, os.path.splitext(os.path.relpath(full, p))[0]))
+        elif os.path.exists(p):
+            found.append((p, os.path.splitext(os.path.basename(p))[0]))
+        else:
+            raise LrpGraphError(f"{p}: no such file or folder")
+    return found

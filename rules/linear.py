@@ -1,0 +1,38 @@
+"""The one generic linear rule behind Conv, Gemm and MatMul (zennit's pattern: a rule is a
+few parameters of one routine).
+
+z+ (SPEC.md section 1), for an input ``a >= 0`` (after Relu, ReLU6, MaxPool, ...):
+
+    z = f(a, W+),  s = R_out / (z + eps),  R_in = a * f^T(s, W+)
+
+For an input that can be negative (EfficientNet's linear bottlenecks feed their block
+sums, unrectified, into the next expand conv) that z can cross zero and ``R / (z + eps)``
+explodes. There the rule takes the positive contributions in full, as zennit's ZPlus
+does: ``z = f(a+, W+) + f(a-, W-)`` >= 0 and ``R_in = a+ * f^T(s, W+) + a- * f^T(s, W-)``.
+On a non-negative input the two are the same rule, so ResNets get exactly the paper's.
+Both conserve: ``sum(R_in) = sum(R_out * z / (z + eps))``.
+"""
+
+import numpy as np
+
+
+def zplus(e, relevance, a, w, forward, backward, non_negative: bool):
+    """``forward(x, w)`` is the layer without bias, ``backward(s, w)`` its transpose."""
+    w_plus = e.positive_part(w)
+    if non_negative:
+        z = forward(a, w_plus)
+        s = e.stabilised_ratio(relevance, z)
+        return e.op("Mul", [a, backward(s, w_plus)], hint="r_in")
+    zero = e.scalar(0.0)
+    a_pos = e.op("Relu", [a], hint="a_pos")
+    a_neg = e.op("Min", [a, zero], hint="a_neg")
+    w_neg = e.op("Min", [w, e.const(np.zeros((), dtype=w.dtype or np.float32), "zero_w")], hint="w_neg")
+    z = e.op("Add", [forward(a_pos, w_plus), forward(a_neg, w_neg)], hint="z")
+    s = e.stabilised_ratio(relevance, z)
+    r_pos = e.op("Mul", [a_pos, backward(s, w_plus)], hint="r_pos")
+    r_neg = e.op("Mul", [a_neg, backward(s, w_neg)], hint="r_neg")
+    return e.op("Add", [r_pos, r_neg], hint="r_in")
+
+
+def describe(non_negative: bool) -> str:
+    return "z+" if non_negative else "z+ (signed input: a+W+ + a-W-)"
