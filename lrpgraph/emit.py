@@ -73,7 +73,9 @@ class Emitter:
     def positive_part(self, weight: gs.Tensor):
         """``W+ = max(W, 0)`` as a Relu of the initializer: ORT folds it once at session load,
         so the file keeps the original's size and no call pays for it."""
-        return self.op("Relu", [weight], hint="w_plus")
+        out = self.op("Relu", [weight], hint="w_plus")
+        out.shape = weight.shape  # rules derive transposed kernels from it
+        return out
 
     def per_sample_sum(self, x, rank: int, hint="relsum"):
         return self.reduce("ReduceSum", x, list(range(1, rank)), keepdims=False, hint=hint)

@@ -29,7 +29,8 @@ class GemmZPlus(Rule):
         trans_b = int(node.attrs.get("transB", 0))
         alpha = float(node.attrs.get("alpha", 1.0))
         return {0: zplus(e, relevance, a, w,
-                         lambda x, wt: e.op("Gemm", [x, wt], {"alpha": alpha, "transB": trans_b}, hint="z"),
+                         lambda x, wt, eps: e.op("Gemm", [x, wt, e.scalar(eps)],
+                                                 {"alpha": alpha, "beta": 1.0, "transB": trans_b}, hint="z_eps"),
                          lambda s, wt: e.op("Gemm", [s, wt], {"alpha": alpha, "transB": 1 - trans_b}, hint="c"),
                          facts.non_negative(a))}
 

@@ -17,18 +17,19 @@ import numpy as np
 
 
 def zplus(e, relevance, a, w, forward, backward, non_negative: bool):
-    """``forward(x, w)`` is the layer without bias, ``backward(s, w)`` its transpose."""
+    """``forward(x, w, eps)`` is the layer with ``eps`` as its bias (so ``z + eps`` costs no
+    extra pass: SPEC.md adds eps plainly), ``backward(s, w)`` its transpose."""
     w_plus = e.positive_part(w)
     if non_negative:
-        z = forward(a, w_plus)
-        s = e.stabilised_ratio(relevance, z)
+        s = e.op("Div", [relevance, forward(a, w_plus, e.eps)], hint="s")
         return e.op("Mul", [a, backward(s, w_plus)], hint="r_in")
     zero = e.scalar(0.0)
     a_pos = e.op("Relu", [a], hint="a_pos")
     a_neg = e.op("Min", [a, zero], hint="a_neg")
     w_neg = e.op("Min", [w, e.const(np.zeros((), dtype=w.dtype or np.float32), "zero_w")], hint="w_neg")
-    z = e.op("Add", [forward(a_pos, w_plus), forward(a_neg, w_neg)], hint="z")
-    s = e.stabilised_ratio(relevance, z)
+    w_neg.shape = w.shape
+    z = e.op("Add", [forward(a_pos, w_plus, e.eps), forward(a_neg, w_neg, 0.0)], hint="z_eps")
+    s = e.op("Div", [relevance, z], hint="s")
     r_pos = e.op("Mul", [a_pos, backward(s, w_plus)], hint="r_pos")
     r_neg = e.op("Mul", [a_neg, backward(s, w_neg)], hint="r_neg")
     return e.op("Add", [r_pos, r_neg], hint="r_in")

@@ -27,7 +27,7 @@ class MatMulZPlus(Rule):
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
         return {0: zplus(e, relevance, a, w,
-                         lambda x, wt: e.op("MatMul", [x, wt], hint="z"),
+                         lambda x, wt, eps: e.op("Add", [e.op("MatMul", [x, wt], hint="z"), e.scalar(eps)], hint="z_eps"),
                          lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c"),
                          facts.non_negative(a))}
 

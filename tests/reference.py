@@ -11,22 +11,23 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-5
+DTYPE = torch.float64  # the oracle computes in float64; tools/bench.py times it in float32
 
 
 def _bn(bn, x):
-    return F.batch_norm(x, bn.running_mean.double(), bn.running_var.double(), bn.weight.double(),
-                        bn.bias.double(), False, 0.0, bn.eps)
+    return F.batch_norm(x, bn.running_mean.to(DTYPE), bn.running_var.to(DTYPE), bn.weight.to(DTYPE),
+                        bn.bias.to(DTYPE), False, 0.0, bn.eps)
 
 
 def _conv(conv, x, weight=None):
-    w = conv.weight.double() if weight is None else weight
-    b = None if weight is not None or conv.bias is None else conv.bias.double()
+    w = conv.weight.to(DTYPE) if weight is None else weight
+    b = None if weight is not None or conv.bias is None else conv.bias.to(DTYPE)
     return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def conv_zplus(conv, a, r_out, ones=False):
     """z+ (a real) or w+ (ones=True: a replaced by ones, R_in = c)."""
-    wp = conv.weight.double().clamp(min=0)
+    wp = conv.weight.to(DTYPE).clamp(min=0)
     inp = (torch.ones_like(a) if ones else a).detach().requires_grad_(True)
     z = _conv(conv, inp, wp)
     s = r_out / (z + EPS)
@@ -35,7 +36,7 @@ def conv_zplus(conv, a, r_out, ones=False):
 
 
 def linear_zplus(fc, a, r_out):
-    wp = fc.weight.double().clamp(min=0)
+    wp = fc.weight.to(DTYPE).clamp(min=0)
     z = a @ wp.T
     return a * ((r_out / (z + EPS)) @ wp)
 
@@ -90,7 +91,7 @@ def _block_forward(block, x):
 def lrp(model, x, target=None, identity_skip=True, split_mode="ratio", maxpool="avg2x2",
         first_layer="ones", start="probability"):
     """Return (logits, R at the image N x C x H x W, dict of per-stage relevance sums)."""
-    x = x.double()
+    x = x.to(DTYPE)
     c1 = _conv(model.conv1, x)
     r1 = F.relu(_bn(model.bn1, c1))
     h = F.max_pool2d(r1, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)
@@ -100,11 +101,11 @@ def lrp(model, x, target=None, identity_skip=True, split_mode="ratio", maxpool="
             h, acts = _block_forward(block, h)
             blocks.append((block, acts))
     pooled = h.mean(dim=(2, 3))
-    logits = pooled @ model.fc.weight.double().T + model.fc.bias.double()
+    logits = pooled @ model.fc.weight.to(DTYPE).T + model.fc.bias.to(DTYPE)
 
     if target is None:
         target = logits.argmax(1)
-    onehot = F.one_hot(target, logits.shape[1]).double()
+    onehot = F.one_hot(target, logits.shape[1]).to(DTYPE)
     value = logits if start == "logit" else torch.softmax(logits, 1)
     r = value * onehot
     sums = {"start": r.sum(1)}

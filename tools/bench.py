@@ -1,0 +1,176 @@
+"""Benchmark: one process, one run, ratios against ORT's forward pass of the same model.
+
+    python tools/bench.py --batches 1 8 --provider cpu --out docs/bench_cpu.md
+    python tools/bench.py --batches 1 8 64 --provider cuda --out bench_gpu.md
+
+Rows per batch size: ORT forward of the original model (the baseline), the lrpgraph
+explainer (paper preset), zennit (EpsilonPlusFlat + ResNetCanonizer; a different rule set,
+the one zennit users pick for ResNets) and our PyTorch implementation of the paper's rules
+(tests/reference.py, as the authors' code computes it: one module at a time, in float32).
+Each: warm-up, >= 10 timed runs, the median. Seeded ResNet50 weights (timing does not
+depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import types
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests"), ROOT]
+
+
+def timed(fn, runs, warmup=2, sync=None):
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _zennit_resnet(ours, device):
+    """zennit's ResNet canonizer matches torchvision's block classes; where torchvision is
+    missing (its wheel is 5.5 GB here) our identical classes stand in under its name."""
+    try:
+        import torchvision
+
+        tv = torchvision.models.resnet50()
+        tv.load_state_dict(ours.state_dict())
+        model = tv
+    except ImportError:
+        import torch_resnets
+
+        shim = types.ModuleType("torchvision.models.resnet")
+        shim.Bottleneck, shim.BasicBlock = torch_resnets.Bottleneck, torch_resnets.BasicBlock
+        for name in ("torchvision", "torchvision.models"):
+            sys.modules.setdefault(name, types.ModuleType(name))
+        sys.modules["torchvision.models.resnet"] = shim
+        model = ours
+    import copy
+
+    return copy.deepcopy(model).to(device).eval()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference")
+    p.add_argument("--workdir", default=os.path.join(ROOT, "exported_models"))
+    p.add_argument("--out", help="write the markdown table here too")
+    args = p.parse_args(argv)
+
+    import onnxruntime as ort
+    import torch
+
+    from export_resnet import build_model, export
+    from lrpgraph.driver import build_explainer, save_model
+
+    device = "cuda" if args.provider == "cuda" else "cpu"
+    model, _ = build_model("resnet50", seed=0)
+    os.makedirs(args.workdir, exist_ok=True)
+    onnx_path = os.path.join(args.workdir, "bench_resnet50.onnx")
+    lrp_path = os.path.join(args.workdir, "bench_resnet50.lrp.onnx")
+    export(model, onnx_path)
+    t0 = time.perf_counter()
+    explainer, _ = build_explainer(onnx_path)
+    build_s = time.perf_counter() - t0
+    save_model(explainer, lrp_path)
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    forward = ort.InferenceSession(onnx_path, opts, providers=providers)
+    lrp = ort.InferenceSession(lrp_path, opts, providers=providers)
+    assert lrp.get_providers()[0] == providers[0], lrp.get_providers()
+
+    def ort_runner(sess, outputs, x):
+        if device == "cpu":
+            return lambda: sess.run(outputs, {"input": x})
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        for name in outputs:
+            binding.bind_output(name, "cuda")
+        return lambda: sess.run_with_iobinding(binding)
+
+    rows, checks = [], []
+    import reference
+
+    reference.DTYPE = torch.float32
+    torch_model = model.to(device)
+    zmodel = None
+    if "zennit" not in args.skip:
+        try:
+            from zennit.attribution import Gradient
+            from zennit.composites import EpsilonPlusFlat
+            from zennit.torchvision import ResNetCanonizer
+
+            zmodel = _zennit_resnet(model, device)
+        except ImportError as exc:
+            print(f"bench: zennit not available ({exc}); its rows are left out", file=sys.stderr)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    for n in args.batches:
+        x = np.random.default_rng(0).standard_normal((n, 3, 224, 224)).astype(np.float32)
+        base = timed(ort_runner(forward, ["logits"], x), args.runs)
+        rows.append((n, "ORT forward (original model)", base))
+        rows.append((n, "lrpgraph explainer (ORT)", timed(ort_runner(lrp, ["logits", "relevance_map"], x), args.runs)))
+        if device == "cuda" and n == args.batches[0]:
+            cpu = ort.InferenceSession(lrp_path, opts, providers=["CPUExecutionProvider"])
+            a = cpu.run(["relevance_map"], {"input": x})[0]
+            b = lrp.run(["relevance_map"], {"input": x})[0]
+            checks.append(f"CUDA vs CPU explainer, batch {n}: max |diff| / max |cpu| = "
+                          f"{np.abs(a - b).max() / np.abs(a).max():.2e}")
+        xt = torch.from_numpy(x).to(device)
+        if zmodel is not None:
+            composite = EpsilonPlusFlat(canonizers=[ResNetCanonizer()])
+
+            def run_zennit():
+                with Gradient(model=zmodel, composite=composite) as attributor:
+                    out = zmodel(xt)
+                    onehot = torch.nn.functional.one_hot(out.argmax(1), 1000).to(out.dtype)
+                    attributor(xt, onehot)
+            rows.append((n, "zennit EpsilonPlusFlat + ResNetCanonizer", timed(run_zennit, max(3, args.runs // 2), 1, sync)))
+        if "reference" not in args.skip:
+            rows.append((n, "PyTorch, paper's rules (tests/reference.py)",
+                         timed(lambda: reference.lrp(torch_model, xt), max(3, args.runs // 2), 1, sync)))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    if device == "cuda":
+        machine = f"{torch.cuda.get_device_name(0)}, onnxruntime {ort.__version__}, torch {torch.__version__}"
+    else:
+        machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"onnxruntime {ort.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    lines = [f"ResNet50, 224x224, {args.provider.upper()} provider — {machine}", "",
+             "| batch | method | median ms / batch | ms / image | images/s | × ORT forward |",
+             "|---:|---|---:|---:|---:|---:|"]
+    baseline = {n: t for n, name, t in rows if name.startswith("ORT forward")}
+    for n, name, t in rows:
+        lines.append(f"| {n} | {name} | {t * 1e3:.1f} | {t * 1e3 / n:.2f} | {n / t:.1f} | {t / baseline[n]:.2f} |")
+    lines += ["", f"Build of the explainer: {build_s:.2f} s. Process peak RSS: {peak_mb:.0f} MB."] + checks
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

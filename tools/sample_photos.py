@@ -1,0 +1,28 @@
+"""Write scikit-image's bundled public-domain / CC0 photos as JPEGs, for the demo.
+
+    python tools/sample_photos.py demo_out/photos
+"""
+
+import os
+import sys
+
+PHOTOS = ("chelsea", "coffee", "stereo_motorcycle", "rocket", "astronaut")
+
+
+def main(argv=None):
+    from PIL import Image
+    from skimage import data
+
+    folder = (argv or sys.argv[1:] or ["demo_out/photos"])[0]
+    os.makedirs(folder, exist_ok=True)
+    for name in PHOTOS:
+        image = getattr(data, name)()
+        if isinstance(image, tuple):  # stereo_motorcycle is a (left, right, disparity) triple
+            image = image[0]
+        Image.fromarray(image).save(os.path.join(folder, f"{name}.jpg"), quality=95)
+    print(f"wrote {len(PHOTOS)} photos to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
