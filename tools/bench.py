@@ -25,7 +25,7 @@ import types
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests"), ROOT]
+sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests")]  # lrpgraph itself: installed
 
 
 def timed(fn, runs, warmup=2, sync=None):
@@ -83,6 +83,8 @@ def main(argv=None):
     from lrpgraph.driver import build_explainer, save_model
 
     device = "cuda" if args.provider == "cuda" else "cpu"
+    if device == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels that torch brought
     model, _ = build_model("resnet50", seed=0)
     os.makedirs(args.workdir, exist_ok=True)
     onnx_path = os.path.join(args.workdir, "bench_resnet50.onnx")
@@ -118,12 +120,12 @@ def main(argv=None):
     zmodel = None
     if "zennit" not in args.skip:
         try:
+            zmodel = _zennit_resnet(model, device)
             from zennit.attribution import Gradient
             from zennit.composites import EpsilonPlusFlat
             from zennit.torchvision import ResNetCanonizer
-
-            zmodel = _zennit_resnet(model, device)
         except ImportError as exc:
+            zmodel = None
             print(f"bench: zennit not available ({exc}); its rows are left out", file=sys.stderr)
     sync = torch.cuda.synchronize if device == "cuda" else None
     for n in args.batches:
