@@ -48,7 +48,8 @@ def cmd_build(args):
     from .driver import build_explainer, save_model
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
-                     full_relevance=args.full_relevance, conservation=args.conservation)
+                     full_relevance=args.full_relevance, conservation=args.conservation,
+                     dtype=args.dtype)
     pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
     model, report = build_explainer(args.model, config, pre)
     output = args.output or _default_output(args.model)
@@ -123,6 +124,8 @@ def make_parser():
     b.add_argument("--full-relevance", action="store_true", help="also output relevance N x C x H x W")
     b.add_argument("--conservation", action="store_true",
                    help="add per-layer relevance sums (relsum/...) as outputs")
+    b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="float16: forward and relevance pass in half precision (GPUs)")
     b.add_argument("--size", type=int, default=224, help="crop size recorded for explain")
     b.add_argument("--resize", type=int, default=256, help="short side before the crop")
     b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406))

@@ -22,10 +22,12 @@ class Config:
     hq_levels: int | None = None  # in-graph Heat Quantization output when set
     full_relevance: bool = False  # also output N x C x H x W relevance
     conservation: bool = False  # per-layer relevance sums as outputs
+    dtype: str = "float32"  # float32 | float16 (forward and relevance pass in half precision)
 
     def __post_init__(self):
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
-                   "first_layer": ("ones", "zplus"), "start": ("probability", "logit")}
+                   "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
+                   "dtype": ("float32", "float16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")

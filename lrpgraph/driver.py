@@ -19,10 +19,13 @@ from .atomic import atomic_path
 from .config import Config, Preprocess
 from .emit import Emitter, add_all, emit_relevance
 from .errors import LrpGraphError
+from .float16 import to_float16
 from .load import canonicalise, default_opset, load_model
 from .match import GraphFacts, assign_rules
 from .rules import REGISTRY
 
+# The float16 pass starts from this much relevance per image (see build_explainer).
+_HALF_START = 1024.0
 # Above this the protobuf limit forces weights into an external data file.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 
@@ -43,7 +46,10 @@ class BuildReport:
 def _channel_axis(facts: GraphFacts) -> tuple[int, str]:
     """NCHW unless the image first goes through an NHWC→NCHW Transpose (TensorFlow)."""
     rank = len(facts.image.shape or [0, 0, 0, 0])
-    for consumer in facts.image.outputs:
+    consumers = list(facts.image.outputs)
+    if len(consumers) == 1 and consumers[0].op == "Cast":  # the float16 explainer's input cast
+        consumers = list(consumers[0].outputs[0].outputs)
+    for consumer in consumers:
         if consumer.op == "Transpose" and list(consumer.attrs.get("perm", [])) == [0, 3, 1, 2]:
             return 3, "NHWC"
     return (1, "NCHW") if rank == 4 else (1, f"rank{rank}")
@@ -74,7 +80,7 @@ def _start_relevance(facts: GraphFacts, e: Emitter, config: Config):
         value = head  # the model's own Softmax
     else:
         value = e.op("Softmax", [logits], {"axis": -1}, hint="probability")
-    return e.op("Mul", [value, onehot], hint="relevance"), chosen, given
+    return e.op("Mul", [value, onehot], hint="relevance"), chosen, given, onehot
 
 
 def _optional_target(graph: onnx.GraphProto, given: str) -> None:
@@ -126,6 +132,8 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         model = load_model(source)
     ops_before = Counter(n.op_type for n in model.graph.node)
     model = canonicalise(model)
+    if config.dtype == "float16":
+        model = to_float16(model)
     opset = default_opset(model)
     graph = gs.import_onnx(model)
     facts = GraphFacts.read(graph)
@@ -138,10 +146,29 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
                         "convs at export, so z+ uses the folded weights (SPEC.md section 1)")
     channel_axis, layout = _channel_axis(facts)
 
-    e = Emitter(graph, opset, np.float32, config.eps)
-    start, chosen, given = _start_relevance(facts, e, config)
+    half = config.dtype == "float16"
+    e = Emitter(graph, opset, np.float16 if half else np.float32, config.eps)
+    start, chosen, given, onehot = _start_relevance(facts, e, config)
+    per_image = None
+    if half:
+        # LRP is linear in the start relevance: float16 runs the pass from a start of
+        # _HALF_START per image, where relevance spread over ~10^6 activations stays in
+        # float16's normal range, and the outputs are scaled back in float32.
+        value = e.op("Cast", [e.reduce("ReduceSum", start, [1], keepdims=False)],
+                     {"to": onnx.TensorProto.FLOAT}, hint="start_value")
+        per_image = e.op("Div", [value, np.array(_HALF_START, np.float32)], hint="per_image")
+        start_sum = value
+        start = e.op("Mul", [onehot, e.scalar(_HALF_START)], hint="unit_start")
     probes = [] if config.conservation else None
     relevance = emit_relevance(facts, matches, e, start, config, probes)
+
+    def float32(t, rank):
+        """A relevance-valued tensor as float32, scaled back to the true start."""
+        if per_image is None:
+            return t
+        t = e.op("Cast", [t], {"to": onnx.TensorProto.FLOAT})
+        factor = e.op("Reshape", [per_image, np.array([-1] + [1] * (rank - 1), np.int64)])
+        return e.op("Mul", [t, factor])
 
     image, head = facts.image, facts.head
     batch = (image.shape or ["N"])[0]
@@ -156,8 +183,12 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         return tensor
 
     source_output = head.name
-    output(head, "logits", list(head.shape))
     e.scope = "lrp/output"
+    if half:
+        head.name += "/float16"  # the float32 cast of it takes the output's name
+        head = e.op("Cast", [head], {"to": onnx.TensorProto.FLOAT})
+    output(head, "logits", list(facts.head.shape))
+    relevance = float32(relevance, len(image.shape))
     alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
                  {"keepdims": 0}, hint="map")
     output(alpha, "relevance_map", [batch] + spatial)
@@ -168,12 +199,12 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         output(_heat_quantize(e, alpha, config.hq_levels), "relevance_map_hq", [batch] + spatial)
     if probes is not None:
         e.scope = "lrp/conservation"
-        output(e.per_sample_sum(start, 2), "relsum/start", [batch])
+        output(start_sum if half else e.per_sample_sum(start, 2), "relsum/start", [batch])
         for node, r_out, sent in probes:
-            output(e.per_sample_sum(r_out, len(node.outputs[0].shape)),
+            output(float32(e.per_sample_sum(r_out, len(node.outputs[0].shape)), 1),
                    f"relsum/{node.name}/out", [batch])
             r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
-            output(add_all(e, r_in), f"relsum/{node.name}/in", [batch])
+            output(float32(add_all(e, r_in), 1), f"relsum/{node.name}/in", [batch])
         output(e.per_sample_sum(relevance, len(image.shape)), "relsum/input", [batch])
 
     if image.name != "input" and "input" not in graph.tensors():

@@ -23,6 +23,10 @@ class Emitter:
         self.opset = opset
         self.dtype = np.dtype(dtype)
         self.eps = self.dtype.type(eps)
+        # A stand-in for 0 that no activation reaches, where one is representable (the ratio
+        # split uses it instead of Equal + Where); float16 has none, as its subnormals are
+        # activation-sized and flushed on some devices.
+        self.tiny = self.dtype.type(1e-30) if self.dtype == np.float32 else None
         self.scope = "lrp"
         self._count = defaultdict(int)
 

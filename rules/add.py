@@ -18,9 +18,6 @@ import numpy as np
 
 from .base import Rule
 
-_TINY = 1e-30
-
-
 def _abs(e, t):
     """|t|, skipped where the producer never outputs negatives (Relu, ReLU6): Abs is a
     costly no-op there on ORT's CPU provider."""
@@ -73,13 +70,21 @@ class AddRule(Rule):
         if config.split == "symmetric":
             r_s = e.op("Mul", [relevance, e.scalar(0.5)], hint="r_skip")
         else:
-            # (|h_s| + t) / (|h_s| + |h_m| + 2t) with t far below any float32 activation:
-            # exactly 1/2 where both are 0, the plain ratio elsewhere; cheaper on ORT's CPU
-            # than Equal + Where.
-            tiny = e.scalar(_TINY)
-            abs_s = e.op("Add", [_abs(e, node.inputs[k_s]), tiny], hint="abs_skip")
-            den = e.op("Add", [e.op("Add", [abs_s, _abs(e, node.inputs[k_m])]), tiny], hint="den")
-            frac = e.op("Div", [abs_s, den], hint="frac_skip")
+            abs_s, abs_m = _abs(e, node.inputs[k_s]), _abs(e, node.inputs[k_m])
+            if e.tiny is not None:
+                # (|h_s| + t) / (|h_s| + |h_m| + 2t) with t far below any activation:
+                # exactly 1/2 where both are 0, the plain ratio elsewhere; cheaper on ORT's
+                # CPU than Equal + Where.
+                tiny = e.scalar(e.tiny)
+                abs_s = e.op("Add", [abs_s, tiny], hint="abs_skip")
+                den = e.op("Add", [e.op("Add", [abs_s, abs_m]), tiny], hint="den")
+                frac = e.op("Div", [abs_s, den], hint="frac_skip")
+            else:
+                den = e.op("Add", [abs_s, abs_m], hint="den")
+                is_zero = e.op("Equal", [den, e.scalar(0.0)], hint="den_is_0")
+                safe = e.op("Where", [is_zero, e.scalar(1.0), den], hint="den_safe")
+                frac = e.op("Where", [is_zero, e.scalar(0.5), e.op("Div", [abs_s, safe])],
+                            hint="frac_skip")
             r_s = e.op("Mul", [relevance, frac], hint="r_skip")
         r_m = e.op("Sub", [relevance, r_s], hint="r_branch")
         return {k_s: r_s, k_m: r_m}

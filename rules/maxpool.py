@@ -15,6 +15,7 @@ reduction=add sums per position (MaxUnpool would overwrite). Conserves exactly.
 """
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from .base import Rule
@@ -51,10 +52,15 @@ class MaxPoolRule(Rule):
         flat = np.array([-1], dtype=np.int64)
         idx = e.op("Reshape", [node.outputs[1], flat], hint="idx")
         r_flat = e.op("Reshape", [relevance, flat], hint="r_flat")
+        half = e.dtype == np.float16
+        if half:  # ORT's CPU ScatterElements cannot add in float16
+            r_flat = e.op("Cast", [r_flat], {"to": onnx.TensorProto.FLOAT})
         size = e.op("Reshape", [e.op("Size", [a]), np.array([1], dtype=np.int64)], hint="size")
-        zeros = e.op("Expand", [e.scalar(0.0), size], hint="zeros")
+        zeros = e.op("Expand", [np.zeros((), np.float32) if half else e.scalar(0.0), size], hint="zeros")
         scattered = e.op("ScatterElements", [zeros, idx, r_flat],
                          {"axis": 0, "reduction": "add"}, hint="scatter")
+        if half:
+            scattered = e.op("Cast", [scattered], {"to": onnx.TensorProto.FLOAT16})
         return {0: e.op("Reshape", [scattered, e.op("Shape", [a])], hint="r_in")}
 
 

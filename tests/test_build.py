@@ -231,3 +231,49 @@ def test_cli_build_and_inspect(resnets, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "skip merge (projection" in proc.stdout and "w+ (ones input, first layer)" in proc.stdout
+
+
+def test_build_needs_neither_onnxruntime_nor_torch(resnets, tmp_path):
+    _, path = resnets["resnet18"]
+    code = ("import sys, lrpgraph.driver as d; d.build(sys.argv[1], sys.argv[2]); "
+            "print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "x.onnx")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_export_from_a_fine_tuned_checkpoint(tmp_path):
+    from export_resnet import build_model, main
+
+    model, _ = build_model("resnet18", num_classes=200, seed=5)
+    ckpt = tmp_path / "cub.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    out = tmp_path / "cub.onnx"
+    assert main(["resnet18", "--checkpoint", str(ckpt), "--num-classes", "200", "-o", str(out)]) == 0
+    x = image_batch(1, seed=14)
+    logits = session(str(out)).run(None, {"input": x})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert logits.shape == (1, 200)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    wrong = main(["resnet18", "--checkpoint", str(ckpt), "-o", str(tmp_path / "bad.onnx")])
+    assert wrong == 2 and not (tmp_path / "bad.onnx").exists()
+
+
+def test_float16_explainer_conserves_and_tracks_float32(resnets):
+    _, path = resnets["resnet18"]
+    x = image_batch(2, seed=15)
+    outs = {}
+    for dtype in ("float32", "float16"):
+        model, _ = build_explainer(path, preset("paper", maxpool="winner", conservation=True, dtype=dtype))
+        outs[dtype] = run(model, {"input": x})
+    full, half = outs["float32"], outs["float16"]
+    assert half["logits"].dtype == np.float32 and half["relevance_map"].dtype == np.float32
+    assert np.isfinite(half["relevance_map"]).all()
+    # relevance is scaled back from the float16 pass's fixed start: conservation still holds
+    np.testing.assert_allclose(half["relsum/input"], half["relsum/start"], rtol=2e-3)
+    np.testing.assert_allclose(half["relsum/start"], full["relsum/start"], rtol=2e-3)
+    err = np.abs(half["relevance_map"] - full["relevance_map"]).max() / np.abs(full["relevance_map"]).max()
+    assert err <= 5e-2
+    assert np.corrcoef(half["relevance_map"].ravel(), full["relevance_map"].ravel())[0, 1] >= 0.999

@@ -72,6 +72,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16"],
+                   help="explainer precisions to time (float16 is meant for GPUs)")
     p.add_argument("--workdir", default=os.path.join(ROOT, "exported_models"))
     p.add_argument("--out", help="write the markdown table here too")
     args = p.parse_args(argv)
@@ -80,7 +82,10 @@ def main(argv=None):
     import torch
 
     from export_resnet import build_model, export
+    from lrpgraph import preset
     from lrpgraph.driver import build_explainer, save_model
+    from lrpgraph.float16 import to_float16
+    from lrpgraph.load import canonicalise, load_model
 
     device = "cuda" if args.provider == "cuda" else "cpu"
     if device == "cuda" and hasattr(ort, "preload_dlls"):
@@ -94,6 +99,12 @@ def main(argv=None):
     explainer, _ = build_explainer(onnx_path)
     build_s = time.perf_counter() - t0
     save_model(explainer, lrp_path)
+    half_paths = {}
+    if "float16" in args.dtypes:
+        half_paths["lrp"] = os.path.join(args.workdir, "bench_resnet50.lrp16.onnx")
+        save_model(build_explainer(onnx_path, preset("paper", dtype="float16"))[0], half_paths["lrp"])
+        half_paths["forward"] = os.path.join(args.workdir, "bench_resnet50.fp16.onnx")
+        save_model(to_float16(canonicalise(load_model(onnx_path))), half_paths["forward"])
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
@@ -102,6 +113,7 @@ def main(argv=None):
     forward = ort.InferenceSession(onnx_path, opts, providers=providers)
     lrp = ort.InferenceSession(lrp_path, opts, providers=providers)
     assert lrp.get_providers()[0] == providers[0], lrp.get_providers()
+    half = {k: ort.InferenceSession(v, opts, providers=providers) for k, v in half_paths.items()}
 
     def ort_runner(sess, outputs, x):
         if device == "cpu":
@@ -133,12 +145,21 @@ def main(argv=None):
         base = timed(ort_runner(forward, ["logits"], x), args.runs)
         rows.append((n, "ORT forward (original model)", base))
         rows.append((n, "lrpgraph explainer (ORT)", timed(ort_runner(lrp, ["logits", "relevance_map"], x), args.runs)))
+        if half:
+            rows.append((n, "ORT forward, float16 model", timed(ort_runner(half["forward"], [forward.get_outputs()[0].name], x), args.runs)))
+            rows.append((n, "lrpgraph explainer (ORT, float16)",
+                         timed(ort_runner(half["lrp"], ["logits", "relevance_map"], x), args.runs)))
         if device == "cuda" and n == args.batches[0]:
             cpu = ort.InferenceSession(lrp_path, opts, providers=["CPUExecutionProvider"])
             a = cpu.run(["relevance_map"], {"input": x})[0]
             b = lrp.run(["relevance_map"], {"input": x})[0]
             checks.append(f"CUDA vs CPU explainer, batch {n}: max |diff| / max |cpu| = "
                           f"{np.abs(a - b).max() / np.abs(a).max():.2e}")
+            if half:
+                c = half["lrp"].run(["relevance_map"], {"input": x})[0]
+                checks.append(f"CUDA float16 vs CPU float32 explainer, batch {n}: max |diff| / max |cpu| = "
+                              f"{np.abs(a - c).max() / np.abs(a).max():.2e}, correlation "
+                              f"{np.corrcoef(a.ravel(), c.ravel())[0, 1]:.5f}, finite: {bool(np.isfinite(c).all())}")
         xt = torch.from_numpy(x).to(device)
         if zmodel is not None:
             composite = EpsilonPlusFlat(canonizers=[ResNetCanonizer()])
@@ -162,7 +183,7 @@ def main(argv=None):
     lines = [f"ResNet50, 224x224, {args.provider.upper()} provider — {machine}", "",
              "| batch | method | median ms / batch | ms / image | images/s | × ORT forward |",
              "|---:|---|---:|---:|---:|---:|"]
-    baseline = {n: t for n, name, t in rows if name.startswith("ORT forward")}
+    baseline = {n: t for n, name, t in rows if name == "ORT forward (original model)"}
     for n, name, t in rows:
         lines.append(f"| {n} | {name} | {t * 1e3:.1f} | {t * 1e3 / n:.2f} | {n / t:.1f} | {t / baseline[n]:.2f} |")
     lines += ["", f"Build of the explainer: {build_s:.2f} s. Process peak RSS: {peak_mb:.0f} MB."] + checks

@@ -98,8 +98,14 @@ def export(model, path, image_size=224, opset=17, exporter="torchscript", fold_b
 
     from lrpgraph.atomic import atomic_path
 
+    import warnings
+
     x = torch.zeros(2, 3, image_size, image_size)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # torch nags about the TorchScript exporter and about constant folding with
+        # training=PRESERVE; the model is in eval mode, and the exporter is chosen on purpose.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
         if exporter == "dynamo":
             if fold_bn:
                 raise ExportError("--fold-bn is only available with the torchscript exporter")
