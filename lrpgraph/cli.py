@@ -111,6 +111,15 @@ def cmd_explain(args):
     return 1 if summary.failed else 0
 
 
+def cmd_check(args):
+    from .check import check, print_report
+
+    report = check(args.model, args.images, random=args.random, tolerance=args.tol,
+                   config=_config(args), provider=args.provider, seed=args.seed)
+    print_report(report)
+    return 0 if report.ok else 1
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +158,16 @@ def make_parser():
     x.add_argument("--std", type=_floats)
     x.add_argument("--layout", choices=["NCHW", "NHWC"])
     x.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("check", help="per-layer conservation table; non-zero exit above --tol")
+    c.add_argument("model", help="an explainer built with --conservation, or the original model")
+    c.add_argument("images", nargs="*", help="images to run on (default: random inputs)")
+    c.add_argument("--random", type=int, default=4, help="number of random inputs (default 4)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--tol", type=float, default=1e-3, help="relative conservation tolerance per rule")
+    c.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"])
+    _add_rule_flags(c)
+    c.set_defaults(func=cmd_check)
 
     i = sub.add_parser("inspect", help="show what matched: skip merges, the rule per node")
     i.add_argument("model")

@@ -63,8 +63,9 @@ def _to_uint8(array):
     if array.dtype == np.uint8:
         return array
     if array.dtype in (np.uint16, np.int32, np.uint32):
-        return (array.astype(np.float64) / max(int(array.max()), 255) * 255).round().astype(np.uint8) \
-            if array.max() > 255 else array.astype(np.uint8)
+        if array.dtype == np.uint16 or array.max() > 255:  # 16-bit samples: 65535 -> 255
+            return (np.clip(array.astype(np.float64), 0, 65535) / 257).round().astype(np.uint8)
+        return np.clip(array, 0, 255).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageError("the image array holds NaN or Inf")
