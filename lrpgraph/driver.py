@@ -244,15 +244,19 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     return out, report
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+def save_model(model: onnx.ModelProto, path: str | os.PathLike,
+               external_above: int = _EXTERNAL_DATA_BYTES) -> None:
     """Atomically write ``model``; weights go to ``<name>.data`` beside it when the model is
-    too large for one protobuf."""
+    too large for one protobuf (``external_above`` bytes)."""
     path = os.fspath(path)
-    if model.ByteSize() < _EXTERNAL_DATA_BYTES:
+    if model.ByteSize() < external_above:
         with atomic_path(path) as tmp:
             onnx.save_model(model, tmp)
         return
     data_name = os.path.basename(path) + ".data"
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # saving with external data rewrites the initializers it is given
+    model = copy
     with atomic_path(os.path.join(os.path.dirname(os.path.abspath(path)), data_name)) as tmp_data:
         with atomic_path(path) as tmp:
             onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,

@@ -231,3 +231,13 @@ def test_soak_2000_explanations_with_stable_memory(tmp_path):
     print(f"soak: 2000 explanations, RSS {start:.1f} MB -> {end:.1f} MB, "
           f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     assert end - start < 25
+
+
+def test_large_explainers_are_saved_with_external_data(resnets, tmp_path):
+    explainer, _ = build_explainer(resnets["resnet18"][1])
+    save_model(explainer, tmp_path / "big.lrp.onnx", external_above=1_000_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.lrp.onnx", "big.lrp.onnx.data"]
+    assert os.path.getsize(tmp_path / "big.lrp.onnx") < 1_000_000
+    x = image_batch(1, seed=31)
+    np.testing.assert_array_equal(run(str(tmp_path / "big.lrp.onnx"), {"input": x})["relevance_map"],
+                                  run(explainer, {"input": x})["relevance_map"])
