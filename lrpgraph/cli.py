@@ -120,6 +120,25 @@ def cmd_check(args):
     return 0 if report.ok else 1
 
 
+def cmd_eval(args):
+    from .evaluate import evaluate, read_dataset
+
+    items = read_dataset(args.data, args.labels, args.list, args.per_class, args.seed, args.limit)
+    if not items:
+        raise ValueError("the dataset is empty")
+    methods = ["lrp-i", "lrp-ii", "lrp-iii", "lrp-iv"] if args.ablation else args.methods.split(",")
+    methods += [m for m in ("constant", "random", "blob") if m not in methods]
+    print(f"lrpgraph eval: {len(items)} images, methods {', '.join(methods)}", file=sys.stderr)
+
+    def progress(done, total):
+        if not args.quiet:
+            print(f"  {done}/{total} images", file=sys.stderr)
+
+    evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
+             hq=(False, True) if args.hq else (False,), progress=progress)
+    return 0
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +187,22 @@ def make_parser():
     c.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"])
     _add_rule_flags(c)
     c.set_defaults(func=cmd_check)
+
+    v = sub.add_parser("eval", help="insertion / deletion / ID score of methods on labelled images")
+    v.add_argument("model", help="the classifier, .onnx (explainers are built in memory)")
+    v.add_argument("--data", help="ImageFolder tree, or a flat folder with --labels")
+    v.add_argument("--labels", help="labels for a flat folder: one per line in sorted file order, or 'name label'")
+    v.add_argument("--list", help="a file of 'path,label' lines")
+    v.add_argument("--methods", default="lrp-paper", help="comma-separated; sanity rows are always added")
+    v.add_argument("--ablation", action="store_true", help="the paper's variants (i)-(iv) (Table 2)")
+    v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
+    v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
+    v.add_argument("--per-class", type=int, help="draw K images per class")
+    v.add_argument("--seed", type=int, default=42)
+    v.add_argument("--limit", type=int, help="at most N images")
+    v.add_argument("-o", "--output", default="results")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=cmd_eval)
 
     i = sub.add_parser("inspect", help="show what matched: skip merges, the rule per node")
     i.add_argument("model")

@@ -7,6 +7,8 @@ import os
 import sys
 
 PHOTOS = ("chelsea", "coffee", "stereo_motorcycle", "rocket", "astronaut")
+# ImageNet classes (SPEC.md section 4); astronaut has none and is left out of labels.csv.
+LABELS = {"chelsea": 285, "coffee": 967, "stereo_motorcycle": 665, "rocket": 657}
 
 
 def main(argv=None):
@@ -20,7 +22,9 @@ def main(argv=None):
         if isinstance(image, tuple):  # stereo_motorcycle is a (left, right, disparity) triple
             image = image[0]
         Image.fromarray(image).save(os.path.join(folder, f"{name}.jpg"), quality=95)
-    print(f"wrote {len(PHOTOS)} photos to {folder}")
+    with open(os.path.join(folder, "labels.csv"), "w", encoding="utf-8") as fh:
+        fh.writelines(f"{name}.jpg,{label}\n" for name, label in LABELS.items())
+    print(f"wrote {len(PHOTOS)} photos and labels.csv to {folder}")
     return 0
 
 
