@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import VARIANTS, Preprocess, preset
+from .config import METHODS, VARIANTS, Preprocess, preset
 from .errors import LrpGraphError
 
 
@@ -49,7 +49,7 @@ def cmd_build(args):
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
                      full_relevance=args.full_relevance, conservation=args.conservation,
-                     dtype=args.dtype)
+                     dtype=args.dtype, method=args.method, ig_steps=args.ig_steps)
     pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
     model, report = build_explainer(args.model, config, pre)
     output = args.output or _default_output(args.model)
@@ -135,7 +135,7 @@ def cmd_eval(args):
             print(f"  {done}/{total} images", file=sys.stderr)
 
     evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
-             hq=(False, True) if args.hq else (False,), progress=progress)
+             hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps)
     return 0
 
 
@@ -152,6 +152,10 @@ def make_parser():
     b.add_argument("--full-relevance", action="store_true", help="also output relevance N x C x H x W")
     b.add_argument("--conservation", action="store_true",
                    help="add per-layer relevance sums (relsum/...) as outputs")
+    b.add_argument("--method", choices=METHODS, default="lrp",
+                   help="lrp (the paper, default) or a baseline: LRP-epsilon, plain gradient, "
+                        "Gradient x Input, Guided Backprop, Integrated Gradients, Grad-CAM")
+    b.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
     b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16: forward and relevance pass in half precision (GPUs)")
     b.add_argument("--size", type=int, default=224, help="crop size recorded for explain")
@@ -197,6 +201,7 @@ def make_parser():
     v.add_argument("--ablation", action="store_true", help="the paper's variants (i)-(iv) (Table 2)")
     v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
     v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
+    v.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
     v.add_argument("--per-class", type=int, help="draw K images per class")
     v.add_argument("--seed", type=int, default=42)
     v.add_argument("--limit", type=int, help="at most N images")

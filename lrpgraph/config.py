@@ -11,6 +11,10 @@ import json
 from dataclasses import dataclass
 
 
+# The paper's method and its baselines (SPEC.md section 3), all explainer graphs.
+METHODS = ("lrp", "lrp-epsilon", "gradient", "gradxinput", "guided-bp", "ig", "gradcam")
+
+
 @dataclass(frozen=True)
 class Config:
     identity_skip: bool = True  # relevance into identity skips
@@ -23,16 +27,26 @@ class Config:
     full_relevance: bool = False  # also output N x C x H x W relevance
     conservation: bool = False  # per-layer relevance sums as outputs
     dtype: str = "float32"  # float32 | float16 (forward and relevance pass in half precision)
+    method: str = "lrp"  # lrp (the paper) | a baseline: see METHODS
+    epsilon: float = 1e-9  # LRP-epsilon's stabiliser (captum's default)
+    ig_steps: int = 32  # Integrated Gradients: path points (right Riemann sum)
+
+    @property
+    def rule_kind(self) -> str:
+        """Which rule set of rules/ the method runs on."""
+        return {"lrp": "lrp", "lrp-epsilon": "epsilon"}.get(self.method, "gradient")
 
     def __post_init__(self):
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
                    "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
-                   "dtype": ("float32", "float16")}
+                   "dtype": ("float32", "float16"), "method": METHODS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
         if not self.eps >= 0:
             raise ValueError(f"eps={self.eps}: must be >= 0")
+        if self.ig_steps < 1:
+            raise ValueError(f"ig_steps={self.ig_steps}: needs at least 1 step")
         if self.hq_levels is not None and self.hq_levels < 2:
             raise ValueError(f"hq_levels={self.hq_levels}: needs at least 2 levels")
 

@@ -22,7 +22,7 @@ from .errors import LrpGraphError
 from .float16 import to_float16
 from .load import canonicalise, default_opset, load_model
 from .match import GraphFacts, assign_rules
-from .rules import REGISTRY
+from .rules import REGISTRIES
 
 # The float16 pass starts from this much relevance per image (see build_explainer).
 _HALF_START = 1024.0
@@ -55,7 +55,7 @@ def _channel_axis(facts: GraphFacts) -> tuple[int, str]:
     return (1, "NCHW") if rank == 4 else (1, f"rank{rank}")
 
 
-def _start_relevance(facts: GraphFacts, e: Emitter, config: Config):
+def _start_relevance(facts: GraphFacts, e: Emitter, config: Config, scores=None, repeat=None):
     """Relevance at the logits: the target's probability (or logit), 0 elsewhere.
     The target is the caller's, or the predicted class where none was fed (the ``given``
     placeholder becomes that choice in _optional_target); a negative entry also means
@@ -68,12 +68,19 @@ def _start_relevance(facts: GraphFacts, e: Emitter, config: Config):
             "shape N x classes with a known number of classes."
         )
     classes = int(head.shape[1])
-    predicted = e.op("ArgMax", [head], {"axis": 1, "keepdims": 0}, hint="predicted")
+    scores = head if scores is None else scores  # IG: the scores of the image itself
+    predicted = e.op("ArgMax", [scores], {"axis": 1, "keepdims": 0}, hint="predicted")
     given = e.op("Identity", [predicted], hint="given")
     use_predicted = e.op("Less", [given, np.array(0, dtype=np.int64)], hint="no_target")
     chosen = e.op("Where", [use_predicted, predicted, given], hint="target")
     onehot = e.op("OneHot", [chosen, np.array(classes, dtype=np.int64),
                              np.array([0, 1], dtype=e.dtype)], {"axis": -1}, hint="onehot")
+    if repeat:  # one row per path point of each image (IG)
+        onehot = e.op("Tile", [e.op("Unsqueeze", [onehot, np.array([1], np.int64)]),
+                               np.array([1, repeat, 1], np.int64)])
+        onehot = e.op("Reshape", [onehot, np.array([-1, classes], np.int64)], hint="onehot_path")
+    if config.rule_kind == "gradient":
+        return onehot, chosen, given, onehot  # d(target logit)/d(logits)
     if config.start == "logit":
         value = logits
     elif head is not logits:
@@ -106,6 +113,71 @@ def _optional_target(graph: onnx.GraphProto, given: str) -> None:
         graph.node.insert(position, node)
 
 
+def _integration_path(graph: gs.Graph, config: Config):
+    """Integrated Gradients: the model runs on the straight path from the baseline (0, as
+    captum's default) to each image, at ``k/steps`` for k = 1..steps (right Riemann sum).
+    The old image tensor becomes that N*steps batch; a new ``input`` feeds it."""
+    image = graph.inputs[0]
+    if image.shape is None or len(image.shape) < 2:
+        raise LrpGraphError("Integrated Gradients needs an input of known rank")
+    fed = gs.Variable(image.name, dtype=image.dtype, shape=image.shape)
+    image.name = "lrp/ig/path_images"
+    steps = config.ig_steps
+    alphas = (np.arange(1, steps + 1, dtype=np.float32) / steps).reshape([1, steps] + [1] * (len(image.shape) - 1))
+    expanded = gs.Variable("lrp/ig/expanded")
+    scaled = gs.Variable("lrp/ig/scaled")
+    graph.nodes += [
+        gs.Node("Unsqueeze", "lrp/ig/expanded", inputs=[fed, gs.Constant("lrp/ig/axis", np.array([1], np.int64))],
+                outputs=[expanded]),
+        gs.Node("Mul", "lrp/ig/scaled", inputs=[expanded, gs.Constant("lrp/ig/alphas", alphas)], outputs=[scaled]),
+        gs.Node("Reshape", "lrp/ig/path", inputs=[scaled, gs.Constant(
+            "lrp/ig/path_shape", np.array([-1] + [d if isinstance(d, int) else -1 for d in image.shape[1:]], np.int64))],
+            outputs=[image]),
+    ]
+    image.shape = ["N_path"] + list(image.shape[1:])
+    graph.inputs = [fed]
+    graph.toposort()
+    return image
+
+
+def _cam_layer(matches):
+    """Grad-CAM's feature map: the input of the global pooling nearest the output (after
+    its activation: hooked before ReLU6 the maps are all zero, SPEC.md section 4)."""
+    for m in matches:
+        if m.node.op in ("GlobalAveragePool", "ReduceMean", "AveragePool"):
+            return m.node.inputs[0]
+    raise LrpGraphError("Grad-CAM needs a global pooling layer before the classifier; none was found")
+
+
+def _finish_method(e: Emitter, facts: GraphFacts, config: Config, signal, path, cam_layer):
+    """From the signal at the image (or at the stop tensor) to the method's attribution.
+    Returns (relevance N x C x H x W or None, Grad-CAM map N x H x W or None)."""
+    e.scope = "lrp/method"
+    method = config.method
+    if method == "gradient":
+        return e.op("Abs", [signal], hint="saliency"), None
+    if method == "gradxinput":
+        return e.op("Mul", [signal, facts.image], hint="grad_x_input"), None
+    if method == "ig":
+        shape = [-1, config.ig_steps] + [int(d) for d in facts.image.shape[1:]]
+        per_path = e.op("Reshape", [signal, np.array(shape, np.int64)], hint="grads")
+        mean = e.reduce("ReduceMean", per_path, [1], keepdims=False, hint="mean_grad")
+        return e.op("Mul", [mean, facts.image], hint="ig"), None
+    if method == "gradcam":
+        weights = e.reduce("ReduceMean", signal, [2, 3], keepdims=True, hint="channel_weights")
+        cam = e.op("Relu", [e.reduce("ReduceSum", e.op("Mul", [weights, cam_layer]), [1], keepdims=True)],
+                   hint="cam")
+        height, width = [int(d) for d in facts.image.shape[2:4]]
+        sizes = e.op("Concat", [e.op("Slice", [e.op("Shape", [cam]), np.array([0], np.int64), np.array([2], np.int64)]),
+                                np.array([height, width], np.int64)], {"axis": 0}, hint="sizes")
+        up = e.op("Resize", [cam, None, None, sizes], {"mode": "linear"}, hint="cam_up")
+        return None, e.op("Reshape", [up, e.op("Concat", [e.op("Slice", [e.op("Shape", [cam]), np.array([0], np.int64),
+                                                                         np.array([1], np.int64)]),
+                                                         np.array([height, width], np.int64)], {"axis": 0})],
+                            hint="cam_map")
+    return signal, None
+
+
 def _heat_quantize(e: Emitter, alpha, levels: int):
     """SPEC.md HQ: per image, e = linspace(min, max, L); [e_i, e_i+1) -> e_i; the maximum
     keeps its value. A constant map stays as it is."""
@@ -136,11 +208,12 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         model = to_float16(model)
     opset = default_opset(model)
     graph = gs.import_onnx(model)
+    path = _integration_path(graph, config) if config.method == "ig" else None
     facts = GraphFacts.read(graph)
-    matches = assign_rules(facts, REGISTRY, config)
+    matches = assign_rules(facts, REGISTRIES[config.rule_kind], config, stop=path)
 
     warnings = []
-    if any(m.node.op == "Conv" for m in matches) and not any(
+    if config.method == "lrp" and any(m.node.op == "Conv" for m in matches) and not any(
             m.node.op in ("BatchNormalization", "Sub", "Mul") for m in matches):
         warnings.append("no BatchNormalization on the relevance path: BN was folded into the "
                         "convs at export, so z+ uses the folded weights (SPEC.md section 1)")
@@ -148,7 +221,16 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
 
     half = config.dtype == "float16"
     e = Emitter(graph, opset, np.float16 if half else np.float32, config.eps)
-    start, chosen, given, onehot = _start_relevance(facts, e, config)
+    head_scores = None
+    if path is not None:
+        # The model ran on N x steps path images; its answer for image n is the last point.
+        e.scope = "lrp/ig"
+        classes = int(facts.head.shape[1])
+        per_path = e.op("Reshape", [facts.head, np.array([-1, config.ig_steps, classes], np.int64)])
+        head_scores = e.op("Gather", [per_path, np.array(config.ig_steps - 1, np.int64)], {"axis": 1},
+                           hint="scores")
+    start, chosen, given, onehot = _start_relevance(facts, e, config, head_scores,
+                                                    config.ig_steps if path is not None else None)
     per_image = None
     if half:
         # LRP is linear in the start relevance: float16 runs the pass from a start of
@@ -160,7 +242,9 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         start_sum = value
         start = e.op("Mul", [onehot, e.scalar(_HALF_START)], hint="unit_start")
     probes = [] if config.conservation else None
-    relevance = emit_relevance(facts, matches, e, start, config, probes)
+    cam_layer = _cam_layer(matches) if config.method == "gradcam" else None
+    relevance = emit_relevance(facts, matches, e, start, config, probes, stop=path if path is not None else cam_layer)
+    relevance, cam = _finish_method(e, facts, config, relevance, path, cam_layer)
 
     def float32(t, rank):
         """A relevance-valued tensor as float32, scaled back to the true start."""
@@ -184,16 +268,22 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
 
     source_output = head.name
     e.scope = "lrp/output"
+    if head_scores is not None:
+        head = head_scores
     if half:
-        head.name += "/float16"  # the float32 cast of it takes the output's name
         head = e.op("Cast", [head], {"to": onnx.TensorProto.FLOAT})
+    if head is not facts.head:
+        facts.head.name += "/model"  # the output below takes its name
     output(head, "logits", list(facts.head.shape))
-    relevance = float32(relevance, len(image.shape))
-    alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
-                 {"keepdims": 0}, hint="map")
+    if cam is not None:
+        alpha = cam
+    else:
+        relevance = float32(relevance, len(image.shape))
+        alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
+                     {"keepdims": 0}, hint="map")
     output(alpha, "relevance_map", [batch] + spatial)
     output(chosen, "target_used", [batch], np.int64)
-    if config.full_relevance:
+    if config.full_relevance and cam is None:
         output(relevance, "relevance", list(image.shape))
     if config.hq_levels:
         output(_heat_quantize(e, alpha, config.hq_levels), "relevance_map_hq", [batch] + spatial)

@@ -91,16 +91,20 @@ def add_all(e: Emitter, parts: list, hint="sum"):
     return e.op("Sum", parts, hint=hint)
 
 
-def emit_relevance(facts, matches, e: Emitter, start, config, probes=None):
-    """Propagate ``start`` (relevance at ``facts.logits``) down to the image.
+def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=None):
+    """Propagate ``start`` (relevance at ``facts.logits``) down to the image, or to the
+    tensor ``stop`` (Grad-CAM's feature map, Integrated Gradients' path inputs).
 
     ``probes``, when a list, receives (node, relevance at output, {input: relevance}) for
     every non-trivial rule, for the conservation outputs.
     """
+    target = stop if stop is not None else facts.image
     incoming = defaultdict(list)
     incoming[facts.logits.name].append(start)
     for match in matches:  # already in reverse topological order
         node = match.node
+        if node.outputs[0] is target:
+            break  # every consumer of ``target`` came before its producer
         parts = incoming.pop(node.outputs[0].name, [])
         if not parts:
             continue
@@ -112,7 +116,7 @@ def emit_relevance(facts, matches, e: Emitter, start, config, probes=None):
         if probes is not None and any(r is not relevance for r in sent.values()):
             probes.append((node, relevance, sent))
     e.scope = "lrp/input"
-    parts = incoming.pop(facts.image.name, [])
+    parts = incoming.pop(target.name, [])
     if not parts:
         raise AssertionError("relevance did not reach the image")  # assign_rules checks this
     return add_all(e, parts, hint="relevance")

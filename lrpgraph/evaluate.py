@@ -21,13 +21,20 @@ from .config import VARIANTS, Preprocess, preset
 from .errors import LrpGraphError
 from .metrics import centre_blob, constant_map, perturbation_curves, random_map
 
-LRP_METHODS = {
+# Method name -> the Config changes of its explainer graph.
+GRAPH_METHODS = {
     "lrp-paper": {},
     "lrp-winner": {"maxpool": "winner"},
     **{f"lrp-{v}": dict(VARIANTS[v]) for v in VARIANTS},
+    "lrp-epsilon": {"method": "lrp-epsilon", "start": "logit"},
+    "gradient": {"method": "gradient"},
+    "gradxinput": {"method": "gradxinput"},
+    "guided-bp": {"method": "guided-bp"},
+    "ig": {"method": "ig"},
+    "gradcam": {"method": "gradcam"},
 }
 SANITY = ("constant", "random", "blob")
-PLANNED = ("lrp-epsilon", "gradient", "gradxinput", "ig", "guided-bp", "gradcam", "scorecam")
+PLANNED = ("scorecam",)
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -115,25 +122,26 @@ def _session(model_bytes_or_path, threads=None):
 
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
-             seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None) -> dict:
+             seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=32) -> dict:
     from .driver import build_explainer
     from .explain import heat_quantize
     from .load import load_model
     from .preprocess import crop, load_rgb
 
-    unknown = [m for m in methods if m not in LRP_METHODS and m not in SANITY]
+    unknown = [m for m in methods if m not in GRAPH_METHODS and m not in SANITY]
     if unknown:
         planned = [m for m in unknown if m in PLANNED]
         raise LrpGraphError(
             f"unknown method(s) {unknown}"
-            + (f" ({planned} are planned baselines, not built yet)" if planned else "")
-            + f"; available: {sorted(LRP_METHODS) + list(SANITY)}")
+            + (f" ({planned}: planned, not built yet)" if planned else "")
+            + f"; available: {sorted(GRAPH_METHODS) + list(SANITY)}")
     pre = pre or Preprocess()
     model = load_model(model_path)
     softmax_head = model.graph.node[-1].op_type == "Softmax"
     predict = Prediction(_session(model.SerializeToString()), pre, softmax_head)
-    explainers = {m: _session(build_explainer(model, preset("paper", **LRP_METHODS[m]))[0].SerializeToString())
-                  for m in methods if m in LRP_METHODS}
+    explainers = {m: _session(build_explainer(model, preset("paper", ig_steps=ig_steps, **GRAPH_METHODS[m]))[0]
+                              .SerializeToString())
+                  for m in methods if m in GRAPH_METHODS}
     rows = {}
     os.makedirs(output, exist_ok=True)
     per_image = os.path.join(output, "per_image.jsonl")

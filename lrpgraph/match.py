@@ -215,15 +215,16 @@ class GraphFacts:
         return self.merges[node.name]
 
 
-def assign_rules(facts: GraphFacts, registry, config) -> list[Match]:
+def assign_rules(facts: GraphFacts, registry, config, stop=None) -> list[Match]:
     """Walk back from the output along the inputs that relevance reaches; give every node on
     that path its rule. Collect every node without one before failing, so the user sees them
-    all at once."""
+    all at once. The walk ends at ``stop`` (default: the image)."""
+    target = stop if stop is not None else facts.image
     on_path = {facts.logits.name}
     matches: list[Match] = []
     problems = []
     for node in reversed(facts.order):
-        if not any(out.name in on_path for out in node.outputs[:1]):
+        if not any(out.name in on_path for out in node.outputs[:1]) or node.outputs[0] is target:
             continue
         rule = registry.get(node.op)
         reason = None
@@ -241,9 +242,9 @@ def assign_rules(facts: GraphFacts, registry, config) -> list[Match]:
             on_path.add(node.inputs[i].name)
     if problems:
         raise UnsupportedOpsError(problems)
-    if facts.image.name not in on_path:
+    if target.name not in on_path:
         raise LrpGraphError(
-            f"relevance from output {facts.logits.name!r} never reaches input {facts.image.name!r}; "
+            f"relevance from output {facts.logits.name!r} never reaches {target.name!r}; "
             "the output does not depend on the image through supported ops."
         )
     return matches

@@ -12,11 +12,15 @@ Table 2):
 
 An Add with one constant operand (a bias, a folded BN shift) is no merge: relevance passes
 to the other operand unchanged.
+
+LRP-epsilon: every operand gets ``R * h_i / (h + eps*sign(h))`` (a constant operand keeps
+its share: the bias absorbs). Gradient: every image-dependent operand gets ``G``.
 """
 
 import numpy as np
 
 from .base import Rule
+from .linear import epsilon_ratio
 
 def _abs(e, t):
     """|t|, skipped where the producer never outputs negatives (Relu, ReLU6): Abs is a
@@ -90,4 +94,25 @@ class AddRule(Rule):
         return {k_s: r_s, k_m: r_m}
 
 
-RULES = [AddRule()]
+class AddEpsilon(AddRule):
+    kinds = ("epsilon",)
+
+    def describe(self, node, facts, config):
+        return "epsilon (z-rule split)"
+
+    def emit(self, node, relevance, e, facts, config):
+        s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
+        return {i: e.op("Mul", [node.inputs[i], s], hint=f"r_in{i}") for i in facts.activations(node)}
+
+
+class AddGradient(AddRule):
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient"
+
+    def emit(self, node, grad, e, facts, config):
+        return {i: grad for i in facts.activations(node)}
+
+
+RULES = [AddRule(), AddEpsilon(), AddGradient()]

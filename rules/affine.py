@@ -2,6 +2,8 @@
 exporter decomposed (``(x - mean) * scale + shift``) or of input normalisation. They pass
 relevance unchanged, exactly as BatchNormalization does in the paper preset (SPEC.md
 section 1). Two image-dependent operands (attention, Swish gates) have no rule here.
+The same holds for LRP-epsilon; the gradient is ``G`` (Sub: ``-G`` for ``c - x``), ``G * c``
+or ``G / c``.
 """
 
 from .base import Rule
@@ -9,6 +11,7 @@ from .base import Rule
 
 class ConstantAffine(Rule):
     op_types = ("Sub", "Mul", "Div")
+    kinds = ("lrp", "epsilon")
 
     def check(self, node, facts, config):
         if len(facts.activations(node)) != 1:
@@ -32,4 +35,22 @@ class ConstantAffine(Rule):
         return {index: relevance}
 
 
-RULES = [ConstantAffine()]
+class ConstantAffineGradient(ConstantAffine):
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient"
+
+    def emit(self, node, grad, e, facts, config):
+        (index,) = facts.activations(node)
+        other = node.inputs[1 - index]
+        if node.op == "Mul":
+            grad = e.op("Mul", [grad, other], hint="g_in")
+        elif node.op == "Div":
+            grad = e.op("Div", [grad, other], hint="g_in")
+        elif index == 1:
+            grad = e.op("Neg", [grad], hint="g_in")
+        return {index: grad}
+
+
+RULES = [ConstantAffine(), ConstantAffineGradient()]

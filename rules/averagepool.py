@@ -6,12 +6,16 @@ For a global pool, or an AveragePool whose one window covers the whole map (Caff
 7x7 head), ``sum_window(a) + n*eps = n * (mean(a) + eps)`` and the rule is one broadcast
 multiply. A sliding AveragePool sums its windows with a depthwise ones-kernel Conv and
 spreads ``s`` back with the matching ConvTranspose.
+
+LRP-epsilon (whole-map pools): ``R_in = a * (R / (mean + eps*sign(mean))) / n``; gradient:
+``G_in = G / n`` over the window. Sliding pools have only the LRP rule.
 """
 
 import numpy as np
 
 from .base import Rule
 from .conv import transpose_attrs
+from .linear import epsilon_ratio
 
 
 def _covers_whole_map(node, facts):
@@ -72,4 +76,30 @@ class _ConvView:
 
 
 
-RULES = [AveragePoolZ()]
+class GlobalPoolEpsilon(AveragePoolZ):
+    kinds = ("epsilon", "gradient")
+
+    def check(self, node, facts, config):
+        reason = super().check(node, facts, config)
+        if reason is None and node.op == "AveragePool" and not _covers_whole_map(node, facts):
+            return "a sliding AveragePool has only the LRP rule here"
+        return reason
+
+    def describe(self, node, facts, config):
+        return "epsilon" if config.rule_kind == "epsilon" else "gradient"
+
+    def emit(self, node, signal, e, facts, config):
+        a = node.inputs[0]
+        n = e.scalar(int(np.prod(facts.static_shape(a, "the input", node)[1:])))
+        return {0: spread_mean(e, a, node.outputs[0], signal, n, config)}
+
+
+def spread_mean(e, a, mean, signal, n, config):
+    """The epsilon or gradient rule of a mean over some axes; ``signal`` broadcasts back."""
+    if config.rule_kind == "epsilon":
+        s = e.op("Div", [epsilon_ratio(e, signal, mean, config.epsilon), n], hint="s_n")
+        return e.op("Mul", [a, s], hint="r_in")
+    return e.op("Expand", [e.op("Div", [signal, n], hint="g_n"), e.op("Shape", [a])], hint="g_in")
+
+
+RULES = [AveragePoolZ(), GlobalPoolEpsilon()]

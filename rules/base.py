@@ -12,6 +12,7 @@ from __future__ import annotations
 
 class Rule:
     op_types: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ("lrp",)  # which rule sets (rules/__init__.py) it belongs to
 
     def check(self, node, facts, config) -> str | None:
         return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Rule
-from .linear import describe, zplus
+from .linear import describe, epsilon, zplus
 
 
 def explicit_pads(attrs, in_sp, out_sp, k_eff, strides):
@@ -132,4 +132,31 @@ class ConvZPlus(Rule):
                          facts.non_negative(a))}
 
 
-RULES = [ConvZPlus()]
+class ConvEpsilon(ConvZPlus):
+    """LRP-epsilon: ``R_in = a * conv_transpose(R / (z + eps*sign(z)), W)``, z with bias."""
+
+    kinds = ("epsilon",)
+
+    def describe(self, node, facts, config):
+        return "epsilon"
+
+    def emit(self, node, relevance, e, facts, config):
+        tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
+        return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
+                           lambda s, wt: adjoint(e, s, wt, tattrs), config.epsilon)}
+
+
+class ConvGradient(ConvZPlus):
+    """The backward pass: ``G_in = conv_transpose(G, W)``."""
+
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient"
+
+    def emit(self, node, grad, e, facts, config):
+        tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
+        return {0: adjoint(e, grad, node.inputs[1], tattrs)}
+
+
+RULES = [ConvZPlus(), ConvEpsilon(), ConvGradient()]

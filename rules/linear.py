@@ -35,5 +35,18 @@ def zplus(e, relevance, a, w, forward, backward, non_negative: bool):
     return e.op("Add", [r_pos, r_neg], hint="r_in")
 
 
+def epsilon_ratio(e, relevance, z, epsilon):
+    """``R / (z + epsilon * sign(z))`` with sign(0) = +1 (captum's EpsilonRule)."""
+    positive = e.op("GreaterOrEqual", [z, e.scalar(0.0)], hint="z_pos")
+    stab = e.op("Where", [positive, e.scalar(epsilon), e.scalar(-epsilon)], hint="stab")
+    return e.op("Div", [relevance, e.op("Add", [z, stab])], hint="s")
+
+
+def epsilon(e, relevance, a, z, w, backward, eps):
+    """LRP-epsilon: ``z`` is the layer's own output (bias included: it absorbs its share),
+    ``R_in = a * f^T(R / (z + eps*sign(z)), W)``."""
+    return e.op("Mul", [a, backward(epsilon_ratio(e, relevance, z, eps), w)], hint="r_in")
+
+
 def describe(non_negative: bool) -> str:
     return "z+" if non_negative else "z+ (signed input: a+W+ + a-W-)"

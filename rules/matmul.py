@@ -7,7 +7,7 @@ the z+ rule, as for Gemm (SPEC.md section 1).
 """
 
 from .base import Rule
-from .linear import describe, zplus
+from .linear import describe, epsilon, zplus
 
 
 class MatMulZPlus(Rule):
@@ -28,8 +28,33 @@ class MatMulZPlus(Rule):
         a, w = node.inputs[0], node.inputs[1]
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Add", [e.op("MatMul", [x, wt], hint="z"), e.scalar(eps)], hint="z_eps"),
-                         lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c"),
+                         _backward(e),
                          facts.non_negative(a))}
 
 
-RULES = [MatMulZPlus()]
+def _backward(e):
+    return lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c")
+
+
+class MatMulEpsilon(MatMulZPlus):
+    kinds = ("epsilon",)
+
+    def describe(self, node, facts, config):
+        return "epsilon"
+
+    def emit(self, node, relevance, e, facts, config):
+        return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
+                           _backward(e), config.epsilon)}
+
+
+class MatMulGradient(MatMulZPlus):
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient"
+
+    def emit(self, node, grad, e, facts, config):
+        return {0: _backward(e)(grad, node.inputs[1])}
+
+
+RULES = [MatMulZPlus(), MatMulEpsilon(), MatMulGradient()]

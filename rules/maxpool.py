@@ -12,6 +12,9 @@ It does not conserve where a 2x2 window is all zero while the real 3x3 max windo
 overlap (3x3 stride 2), a position that wins several windows receives the sum. The forward
 MaxPool is asked for its Indices output (flat over N*C*H*W), and ScatterElements with
 reduction=add sums per position (MaxUnpool would overwrite). Conserves exactly.
+
+LRP-epsilon routes ``R / (z + eps*sign(z))`` to the winners and multiplies by ``a``
+(captum's EpsilonRule on a max pool); the gradient routes ``G`` to the winners.
 """
 
 import numpy as np
@@ -19,6 +22,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .base import Rule
+from .linear import epsilon_ratio
 
 
 class MaxPoolRule(Rule):
@@ -47,21 +51,51 @@ class MaxPoolRule(Rule):
             up = e.op("Resize", [s, None, np.array([1, 1, 2, 2], dtype=np.float32)],
                       {"mode": "nearest"}, hint="up")
             return {0: e.op("Mul", [a, up], hint="r_in")}
-        if len(node.outputs) < 2:
-            node.outputs.append(gs.Variable(f"{node.name}/indices", dtype=np.int64))
-        flat = np.array([-1], dtype=np.int64)
-        idx = e.op("Reshape", [node.outputs[1], flat], hint="idx")
-        r_flat = e.op("Reshape", [relevance, flat], hint="r_flat")
-        half = e.dtype == np.float16
-        if half:  # ORT's CPU ScatterElements cannot add in float16
-            r_flat = e.op("Cast", [r_flat], {"to": onnx.TensorProto.FLOAT})
-        size = e.op("Reshape", [e.op("Size", [a]), np.array([1], dtype=np.int64)], hint="size")
-        zeros = e.op("Expand", [np.zeros((), np.float32) if half else e.scalar(0.0), size], hint="zeros")
-        scattered = e.op("ScatterElements", [zeros, idx, r_flat],
-                         {"axis": 0, "reduction": "add"}, hint="scatter")
-        if half:
-            scattered = e.op("Cast", [scattered], {"to": onnx.TensorProto.FLOAT16})
-        return {0: e.op("Reshape", [scattered, e.op("Shape", [a])], hint="r_in")}
+        return {0: route_to_winners(e, node, relevance)}
 
 
-RULES = [MaxPoolRule()]
+def route_to_winners(e, node, signal):
+    """Each output position's ``signal`` added to its window's arg-max input position."""
+    a = node.inputs[0]
+    if len(node.outputs) < 2:
+        node.outputs.append(gs.Variable(f"{node.name}/indices", dtype=np.int64))
+    flat = np.array([-1], dtype=np.int64)
+    idx = e.op("Reshape", [node.outputs[1], flat], hint="idx")
+    values = e.op("Reshape", [signal, flat], hint="flat")
+    half = e.dtype == np.float16
+    if half:  # ORT's CPU ScatterElements cannot add in float16
+        values = e.op("Cast", [values], {"to": onnx.TensorProto.FLOAT})
+    size = e.op("Reshape", [e.op("Size", [a]), np.array([1], dtype=np.int64)], hint="size")
+    zeros = e.op("Expand", [np.zeros((), np.float32) if half else e.scalar(0.0), size], hint="zeros")
+    scattered = e.op("ScatterElements", [zeros, idx, values],
+                     {"axis": 0, "reduction": "add"}, hint="scatter")
+    if half:
+        scattered = e.op("Cast", [scattered], {"to": onnx.TensorProto.FLOAT16})
+    return e.op("Reshape", [scattered, e.op("Shape", [a])], hint="routed")
+
+
+class MaxPoolEpsilon(MaxPoolRule):
+    kinds = ("epsilon",)
+
+    def check(self, node, facts, config):
+        return None
+
+    def describe(self, node, facts, config):
+        return "epsilon (winner)"
+
+    def emit(self, node, relevance, e, facts, config):
+        s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
+        return {0: e.op("Mul", [node.inputs[0], route_to_winners(e, node, s)], hint="r_in")}
+
+
+class MaxPoolGradient(MaxPoolEpsilon):
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient (winner)"
+
+    def emit(self, node, grad, e, facts, config):
+        return {0: route_to_winners(e, node, grad)}
+
+
+RULES = [MaxPoolRule(), MaxPoolEpsilon(), MaxPoolGradient()]

@@ -1,17 +1,27 @@
-"""Elementwise nodes under which relevance passes unchanged (SPEC.md section 1):
-``R_in = R_out``.
+"""Elementwise nodes: Relu, Clip (ReLU6), BatchNormalization, Identity, Dropout, Cast.
 
-Relu and ReLU6 (Clip) keep the sign pattern that the next linear rule already sees in its
-input activation; BatchNormalization is not folded into the conv in the paper preset, so z+
-uses the raw conv weights and BN only forwards relevance. Identity, Dropout (inference) and
-Cast change nothing that relevance depends on.
+LRP (SPEC.md section 1): relevance passes unchanged, ``R_in = R_out``. Relu and ReLU6 keep
+the sign pattern that the next linear rule already sees in its input; BatchNormalization
+is not folded into the conv in the paper preset, so z+ uses the raw conv weights and BN only
+forwards relevance.
+
+LRP-epsilon (captum-style): BN is a per-channel linear layer ``z = k*a + b'`` with
+``k = scale/sqrt(var+eps)``, so ``R_in = a * k * R / (z + eps*sign(z))``; activations pass.
+
+Gradient: Relu multiplies by ``x > 0`` (Guided Backprop also by ``G > 0``), ReLU6 by
+``lo < x < hi``, BN by ``k``.
+Identity, Dropout (inference) and Cast pass everything unchanged in every kind.
 """
 
+import numpy as np
+
 from .base import Rule
+from .linear import epsilon_ratio
 
 
 class PassThrough(Rule):
-    op_types = ("Relu", "Clip", "BatchNormalization", "Identity", "Dropout", "Cast")
+    op_types = ("Identity", "Dropout", "Cast")
+    kinds = ("lrp", "epsilon", "gradient")
 
     def describe(self, node, facts, config):
         return "pass"
@@ -20,4 +30,84 @@ class PassThrough(Rule):
         return {0: relevance}
 
 
-RULES = [PassThrough()]
+class ActivationPass(PassThrough):
+    op_types = ("Relu", "Clip")
+    kinds = ("lrp", "epsilon")
+
+
+class BatchNormPass(PassThrough):
+    op_types = ("BatchNormalization",)
+    kinds = ("lrp",)
+
+
+def _bn_scale(node, e):
+    """k = scale / sqrt(var + epsilon), shaped (C, 1, ..., 1): folded by ORT at load."""
+    scale, var = node.inputs[1], node.inputs[4]
+    eps = e.const(np.asarray(node.attrs.get("epsilon", 1e-5), dtype=e.dtype), "bn_eps")
+    k = e.op("Div", [scale, e.op("Sqrt", [e.op("Add", [var, eps])])], hint="bn_k")
+    rank = len(node.inputs[0].shape or [0, 0, 0, 0])
+    return e.op("Reshape", [k, np.array([-1] + [1] * (rank - 2), np.int64)], hint="bn_k_c")
+
+
+class BatchNormEpsilon(Rule):
+    op_types = ("BatchNormalization",)
+    kinds = ("epsilon",)
+
+    def describe(self, node, facts, config):
+        return "epsilon (per-channel linear)"
+
+    def emit(self, node, relevance, e, facts, config):
+        s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
+        c = e.op("Mul", [s, _bn_scale(node, e)], hint="c")
+        return {0: e.op("Mul", [node.inputs[0], c], hint="r_in")}
+
+
+class BatchNormGradient(Rule):
+    op_types = ("BatchNormalization",)
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient"
+
+    def emit(self, node, relevance, e, facts, config):
+        return {0: e.op("Mul", [relevance, _bn_scale(node, e)], hint="g_in")}
+
+
+class ActivationGradient(Rule):
+    op_types = ("Relu", "Clip")
+    kinds = ("gradient",)
+
+    def check(self, node, facts, config):
+        if node.op == "Clip" and None in _clip_bounds(node, facts):
+            return "a Clip whose bounds are computed at run time has no gradient rule here"
+        return None
+
+    def describe(self, node, facts, config):
+        return "guided gradient" if node.op == "Relu" and config.method == "guided-bp" else "gradient"
+
+    def emit(self, node, grad, e, facts, config):
+        x, zero = node.inputs[0], e.scalar(0.0)
+        if node.op == "Relu":
+            mask = e.op("Greater", [x, zero], hint="active")
+        else:
+            lo, hi = _clip_bounds(node, facts)
+            mask = e.op("And", [e.op("Greater", [x, e.scalar(lo)]), e.op("Less", [x, e.scalar(hi)])],
+                        hint="active")
+        g = e.op("Where", [mask, grad, zero], hint="g_in")
+        if node.op == "Relu" and config.method == "guided-bp":
+            g = e.op("Relu", [g], hint="g_guided")
+        return {0: g}
+
+
+def _clip_bounds(node, facts):
+    def value(i, attr, default):
+        if len(node.inputs) > i and not node.inputs[i].is_empty():
+            v = facts.const_value(node.inputs[i])
+            return None if v is None else float(np.asarray(v))
+        return float(node.attrs.get(attr, default))
+
+    return value(1, "min", -np.inf), value(2, "max", np.inf)
+
+
+RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormEpsilon(), BatchNormGradient(),
+         ActivationGradient()]

@@ -49,4 +49,25 @@ class ReduceMeanZ(Rule):
         return {0: e.op("Mul", [a, s], hint="r_in")}
 
 
-RULES = [ReduceMeanZ()]
+class ReduceMeanEpsilon(ReduceMeanZ):
+    kinds = ("epsilon", "gradient")
+
+    def describe(self, node, facts, config):
+        return "epsilon" if config.rule_kind == "epsilon" else "gradient"
+
+    def emit(self, node, signal, e, facts, config):
+        from .averagepool import spread_mean
+
+        a = node.inputs[0]
+        rank = len(a.shape)
+        axes = sorted(x % rank for x in _axes(node, facts))
+        n = e.scalar(int(np.prod([a.shape[x] for x in axes])))
+        mean = node.outputs[0]
+        if not node.attrs.get("keepdims", 1):
+            keep = np.array(axes, dtype=np.int64)
+            mean = e.op("Unsqueeze", [mean, keep], hint="mean_keep")
+            signal = e.op("Unsqueeze", [signal, keep], hint="signal_keep")
+        return {0: spread_mean(e, a, mean, signal, n, config)}
+
+
+RULES = [ReduceMeanZ(), ReduceMeanEpsilon()]

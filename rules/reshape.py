@@ -5,6 +5,7 @@ from .base import Rule
 
 
 class ReshapeBack(Rule):
+    kinds = ("lrp", "epsilon", "gradient")
     op_types = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 
     def describe(self, node, facts, config):

@@ -7,6 +7,7 @@ from .base import Rule
 
 
 class TransposeBack(Rule):
+    kinds = ("lrp", "epsilon", "gradient")
     op_types = ("Transpose",)
 
     def check(self, node, facts, config):

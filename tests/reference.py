@@ -160,3 +160,74 @@ def fold_batchnorm(model):
             bn.weight.fill_(1.0)
             bn.bias.zero_()
     return model
+
+
+def _eps_ratio(r, z, eps):
+    return r / (z + eps * (2 * (z >= 0).to(z.dtype) - 1))
+
+
+def _eps_linear(fn, a, r_out, eps):
+    """captum's EpsilonRule on a layer ``fn`` (bias included): a * grad(z)(R / (z+eps*sign z))."""
+    a = a.detach().clone().requires_grad_(True)
+    z = fn(a)
+    (c,) = torch.autograd.grad(z, a, grad_outputs=_eps_ratio(r_out, z.detach(), eps))
+    return (a * c).detach()
+
+
+def lrp_epsilon(model, x, eps=1e-9):
+    """LRP-epsilon everywhere (the paper's "LRP" baseline, captum-style): start at the
+    target's logit; conv, BN (a per-channel linear layer), fc, pools with the epsilon rule;
+    a skip merge splits ``R * h_i / (h + eps*sign h)``; ReLU passes."""
+    x = x.to(DTYPE)
+    bn = lambda m: (lambda t: _bn(m, t))  # noqa: E731
+    conv = lambda m: (lambda t: _conv(m, t))  # noqa: E731
+    c1 = _conv(model.conv1, x)
+    b1 = _bn(model.bn1, c1)
+    r1 = F.relu(b1)
+    pool = lambda t: F.max_pool2d(t, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)  # noqa: E731
+    h = pool(r1)
+    blocks = []
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in layer:
+            h, acts = _block_forward(block, h)
+            blocks.append((block, acts))
+    pooled = h.mean(dim=(2, 3))
+    fc = lambda t: t @ model.fc.weight.to(DTYPE).T + model.fc.bias.to(DTYPE)  # noqa: E731
+    logits = fc(pooled)
+    target = logits.argmax(1)
+    r = logits * F.one_hot(target, logits.shape[1]).to(DTYPE)
+    r = _eps_linear(fc, pooled, r, eps)
+    r = _eps_linear(lambda t: t.mean(dim=(2, 3)), h, r, eps)
+    for block, acts in reversed(blocks):
+        total = acts["h_s"] + acts["h_m"]
+        s = _eps_ratio(r, total, eps)
+        r_s, r_m = acts["h_s"] * s, acts["h_m"] * s
+        bns = [block.bn1, block.bn2] + ([block.bn3] if hasattr(block, "bn3") else [])
+        for cv, b, a in reversed(list(zip(acts["convs"], bns, acts["conv_inputs"]))):
+            pre_bn = _conv(cv, a)
+            r_m = _eps_linear(bn(b), pre_bn, r_m, eps)
+            r_m = _eps_linear(conv(cv), a, r_m, eps)
+        if block.downsample is not None:
+            pre_bn = _conv(block.downsample[0], acts["x"])
+            r_s = _eps_linear(bn(block.downsample[1]), pre_bn, r_s, eps)
+            r_s = _eps_linear(conv(block.downsample[0]), acts["x"], r_s, eps)
+        r = r_m + r_s
+    r = _eps_linear(pool, r1, r, eps)
+    r = _eps_linear(bn(model.bn1), c1, r, eps)
+    return _eps_linear(conv(model.conv1), x, r, eps)
+
+
+def gradcam(model, x):
+    """Grad-CAM on the last residual stage (layer4's output), as pytorch-grad-cam computes
+    it before its min-max normalisation: ReLU(sum_k mean(dy/dA_k) A_k), bilinear to the input."""
+    feats = {}
+    handle = model.layer4.register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    a = feats["a"]
+    target = logits.argmax(1)
+    (g,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), a)
+    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
+    return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0].detach()

@@ -69,6 +69,6 @@ def test_eval_writes_tables_curves_and_per_image_scores(photos, tmp_path):
 
 def test_eval_cli_refuses_unbuilt_baselines(photos, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lrpgraph", "eval", str(tmp_path / "none.onnx"),
-                           "--data", str(photos / "tree"), "--methods", "gradcam"],
+                           "--data", str(photos / "tree"), "--methods", "scorecam"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "planned baselines" in proc.stderr
+    assert proc.returncode == 2 and "planned, not built yet" in proc.stderr

@@ -1,0 +1,91 @@
+"""The paper's baselines as explainer graphs, against independent implementations on the
+same seeded ResNet18: captum (Saliency, InputXGradient, GuidedBackprop, Integrated
+Gradients with the same steps) and our own PyTorch Grad-CAM and LRP-epsilon
+(tests/reference.py; pytorch-grad-cam needs torchvision, 5.5 GB here)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import reference
+from conftest import image_batch, run
+from lrpgraph import preset
+from lrpgraph.driver import build_explainer
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def oracle_model(resnets):
+    model = copy.deepcopy(resnets["resnet18"][0]).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False  # captum's hooks cannot follow in-place ReLUs
+    return model
+
+
+def explain(resnets, method, x, **options):
+    explainer, _ = build_explainer(resnets["resnet18"][1],
+                                   preset("paper", method=method, full_relevance=method != "gradcam", **options))
+    return run(explainer, {"input": x})
+
+
+def rel_err(got, ref):
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradxinput", "guided-bp"])
+def test_gradient_family_matches_captum(resnets, oracle_model, method):
+    from captum.attr import GuidedBackprop, InputXGradient, Saliency
+
+    x = image_batch(2, seed=40)
+    out = explain(resnets, method, x)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    target = torch.from_numpy(out["target_used"])
+    algo = {"gradient": Saliency, "gradxinput": InputXGradient, "guided-bp": GuidedBackprop}[method](oracle_model)
+    kwargs = {"abs": True} if method == "gradient" else {}
+    ref = algo.attribute(xt, target=target, **kwargs).detach().numpy()
+    assert rel_err(out["relevance"], ref) <= TOL
+    assert rel_err(out["relevance_map"], ref.sum(1)) <= TOL
+
+
+def test_integrated_gradients_matches_captum_with_the_same_steps(resnets, oracle_model):
+    """Along the path, activations cross ReLU and MaxPool decisions within float32 noise of
+    0: captum's own float32 answer is 1.7e-3 (max |diff| / max) from its float64 answer on
+    this model. So the oracle runs in float64, and we must be as close to it as captum's
+    float32 is, with all but a few elements within 1e-4."""
+    from captum.attr import IntegratedGradients
+
+    x = image_batch(2, seed=41)
+    out = explain(resnets, "ig", x, ig_steps=8)
+    target = torch.from_numpy(out["target_used"])
+
+    def captum(model, inputs):
+        return IntegratedGradients(model).attribute(inputs, target=target, n_steps=8,
+                                                    method="riemann_right").detach().numpy()
+
+    exact = captum(copy.deepcopy(oracle_model).double(), torch.from_numpy(x).double())
+    single = captum(oracle_model, torch.from_numpy(x))
+    ours = out["relevance"]
+    assert rel_err(ours, exact) <= max(2 * rel_err(single, exact), TOL)
+    assert (np.abs(ours - exact) <= TOL * np.abs(exact).max()).mean() >= 0.995
+    with torch.no_grad():
+        np.testing.assert_allclose(out["logits"], oracle_model(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_gradcam_matches_reference(resnets, oracle_model):
+    x = image_batch(2, seed=42)
+    out = explain(resnets, "gradcam", x)
+    ref = reference.gradcam(oracle_model, torch.from_numpy(x)).numpy()
+    assert out["relevance_map"].shape == (2, 224, 224)
+    assert rel_err(out["relevance_map"], ref) <= TOL
+
+
+def test_lrp_epsilon_matches_reference(resnets):
+    model, path = resnets["resnet18"]
+    x = image_batch(2, seed=43)
+    out = explain(resnets, "lrp-epsilon", x, start="logit")
+    ref = reference.lrp_epsilon(model, torch.from_numpy(x)).numpy()
+    assert rel_err(out["relevance"], ref) <= TOL
