@@ -88,20 +88,33 @@ def _block_forward(block, x):
     return F.relu(acts["h_m"] + acts["h_s"]), acts
 
 
-def lrp(model, x, target=None, identity_skip=True, split_mode="ratio", maxpool="avg2x2",
-        first_layer="ones", start="probability"):
-    """Return (logits, R at the image N x C x H x W, dict of per-stage relevance sums)."""
-    x = x.to(DTYPE)
+def _maxpool(model, t):
+    return F.max_pool2d(t, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)
+
+
+def _fc(model, t):
+    return t @ model.fc.weight.to(DTYPE).T + model.fc.bias.to(DTYPE)
+
+
+def _forward(model, x):
+    """(conv1 output, its ReLU, layer4 output, [(block, activations)], pooled, logits)."""
     c1 = _conv(model.conv1, x)
     r1 = F.relu(_bn(model.bn1, c1))
-    h = F.max_pool2d(r1, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)
+    h = _maxpool(model, r1)
     blocks = []
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
         for block in layer:
             h, acts = _block_forward(block, h)
             blocks.append((block, acts))
     pooled = h.mean(dim=(2, 3))
-    logits = pooled @ model.fc.weight.to(DTYPE).T + model.fc.bias.to(DTYPE)
+    return c1, r1, h, blocks, pooled, _fc(model, pooled)
+
+
+def lrp(model, x, target=None, identity_skip=True, split_mode="ratio", maxpool="avg2x2",
+        first_layer="ones", start="probability"):
+    """Return (logits, R at the image N x C x H x W, dict of per-stage relevance sums)."""
+    x = x.to(DTYPE)
+    c1, r1, h, blocks, pooled, logits = _forward(model, x)
 
     if target is None:
         target = logits.argmax(1)
@@ -181,22 +194,10 @@ def lrp_epsilon(model, x, eps=1e-9):
     x = x.to(DTYPE)
     bn = lambda m: (lambda t: _bn(m, t))  # noqa: E731
     conv = lambda m: (lambda t: _conv(m, t))  # noqa: E731
-    c1 = _conv(model.conv1, x)
-    b1 = _bn(model.bn1, c1)
-    r1 = F.relu(b1)
-    pool = lambda t: F.max_pool2d(t, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)  # noqa: E731
-    h = pool(r1)
-    blocks = []
-    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
-        for block in layer:
-            h, acts = _block_forward(block, h)
-            blocks.append((block, acts))
-    pooled = h.mean(dim=(2, 3))
-    fc = lambda t: t @ model.fc.weight.to(DTYPE).T + model.fc.bias.to(DTYPE)  # noqa: E731
-    logits = fc(pooled)
+    c1, r1, h, blocks, pooled, logits = _forward(model, x)
     target = logits.argmax(1)
     r = logits * F.one_hot(target, logits.shape[1]).to(DTYPE)
-    r = _eps_linear(fc, pooled, r, eps)
+    r = _eps_linear(lambda t: _fc(model, t), pooled, r, eps)
     r = _eps_linear(lambda t: t.mean(dim=(2, 3)), h, r, eps)
     for block, acts in reversed(blocks):
         total = acts["h_s"] + acts["h_m"]
@@ -212,7 +213,7 @@ def lrp_epsilon(model, x, eps=1e-9):
             r_s = _eps_linear(bn(block.downsample[1]), pre_bn, r_s, eps)
             r_s = _eps_linear(conv(block.downsample[0]), acts["x"], r_s, eps)
         r = r_m + r_s
-    r = _eps_linear(pool, r1, r, eps)
+    r = _eps_linear(lambda t: _maxpool(model, t), r1, r, eps)
     r = _eps_linear(bn(model.bn1), c1, r, eps)
     return _eps_linear(conv(model.conv1), x, r, eps)
 

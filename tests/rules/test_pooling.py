@@ -8,16 +8,17 @@ import torch.nn.functional as F
 from tiny import EPS, assert_close, explain, head_relevance, model
 
 
-def maxpool_forward(x):
-    return F.max_pool2d(torch.from_numpy(x), 3, 2, 1).numpy()
+def resnet_maxpool(seed, maxpool):
+    """ResNet's 3x3 stride-2 pad-1 MaxPool on 8x8: (x, explainer outputs, R at its output)."""
+    x = np.random.default_rng(seed).random((2, 3, 8, 8)).astype(np.float32)
+    m, fw = model("h = MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (x)",
+                  (3, 8, 8), (3, 4, 4), {})
+    out, _ = explain(m, x, maxpool=maxpool)
+    return x, out, head_relevance(F.max_pool2d(torch.from_numpy(x), 3, 2, 1).numpy(), fw)
 
 
 def test_maxpool_avg2x2_stand_in():
-    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
-    m, fw = model("h = MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (x)",
-                  (3, 8, 8), (3, 4, 4), {})
-    out, _ = explain(m, x, maxpool="avg2x2")
-    r = head_relevance(maxpool_forward(x), fw)
+    x, out, r = resnet_maxpool(0, "avg2x2")
     ref = np.zeros_like(x, dtype=np.float64)
     for i in range(4):
         for j in range(4):
@@ -28,11 +29,7 @@ def test_maxpool_avg2x2_stand_in():
 
 
 def test_maxpool_winner_sums_overlapping_windows():
-    x = np.random.default_rng(1).random((2, 3, 8, 8)).astype(np.float32)
-    m, fw = model("h = MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (x)",
-                  (3, 8, 8), (3, 4, 4), {})
-    out, _ = explain(m, x, maxpool="winner")
-    r = head_relevance(maxpool_forward(x), fw)
+    x, out, r = resnet_maxpool(1, "winner")
     ref = np.zeros_like(x, dtype=np.float64)
     for n in range(2):
         for c in range(3):
