@@ -100,10 +100,19 @@ def cmd_explain(args):
         from dataclasses import replace
 
         ex.preprocess = replace(ex.preprocess, resize=args.resize)
-    print(f"lrpgraph explain: {args.model} on {ex.provider}", file=sys.stderr)
-    summary = explain_paths(ex, args.inputs, args.output, target=args.target, hq=args.hq,
-                            batch_size=args.batch_size, overwrite=args.overwrite,
-                            progress=False if args.quiet else None, cmap=args.cmap)
+    if args.ray is not None:
+        from .ray import explain_paths_ray
+
+        print(f"lrpgraph explain: {args.model} on Ray ({args.ray or 'a local instance'})", file=sys.stderr)
+        summary = explain_paths_ray(args.model, args.inputs, args.output, address=args.ray, target=args.target,
+                                    hq=args.hq, batch_size=args.batch_size, overwrite=args.overwrite,
+                                    provider=args.provider, workers=args.workers, cmap=args.cmap,
+                                    preprocess=ex.preprocess)
+    else:
+        print(f"lrpgraph explain: {args.model} on {ex.provider}", file=sys.stderr)
+        summary = explain_paths(ex, args.inputs, args.output, target=args.target, hq=args.hq,
+                                batch_size=args.batch_size, overwrite=args.overwrite,
+                                progress=False if args.quiet else None, cmap=args.cmap)
     for path, reason in summary.failed:
         print(f"  failed: {reason}" if path in reason else f"  failed: {path}: {reason}", file=sys.stderr)
     print(f"explained {summary.explained}, skipped {summary.skipped} already done, "
@@ -174,6 +183,9 @@ def make_parser():
     x.add_argument("--batch-size", type=int, default=8)
     x.add_argument("--overwrite", action="store_true", help="redo images already explained")
     x.add_argument("--cmap", default="jet", help="matplotlib colormap for the PNGs")
+    x.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="distribute with Ray Data (a local instance, or the cluster at ADDRESS, e.g. auto)")
+    x.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.add_argument("--size", type=int, help="crop size, for models not built by lrpgraph")
     x.add_argument("--resize", type=int, help="short side before the crop")

@@ -97,8 +97,16 @@ class Result:
     def save(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
         """Per image ``name.npy``, ``name.png`` (colour-mapped) and ``name_overlay.png``,
         each written atomically, then one line per image appended to results.jsonl."""
+        self.save_files(folder, cmap, alpha)
+        with open(os.path.join(folder, RESULTS), "a", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(self.record(i)) + "\n" for i in range(len(self)))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def save_files(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
+        """The per-image files of ``save``, without results.jsonl (Ray workers write these;
+        the driver merges the jsonl)."""
         os.makedirs(folder, exist_ok=True)
-        lines = []
         for i, name in enumerate(self.names):
             heat = self.heatmaps_hq[i] if self.heatmaps_hq is not None else self.heatmaps[i]
             base = os.path.join(folder, name)
@@ -113,11 +121,6 @@ class Result:
                 weight = alpha * np.sqrt(np.abs(heat) / (np.abs(heat).max() or 1.0))[..., None]
                 blend = (1 - weight) * self.crops[i] + weight * colour
                 _save_png(blend.round().astype(np.uint8), base + "_overlay.png")
-            lines.append(json.dumps(self.record(i)) + "\n")
-        with open(os.path.join(folder, RESULTS), "a", encoding="utf-8") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
 
 
 def colourise(heat: np.ndarray, cmap: str = "jet") -> np.ndarray:
