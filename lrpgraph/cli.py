@@ -144,7 +144,8 @@ def cmd_eval(args):
             print(f"  {done}/{total} images", file=sys.stderr)
 
     evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
-             hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps)
+             hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
+             ray_address=args.ray, workers=args.workers)
     return 0
 
 
@@ -219,6 +220,9 @@ def make_parser():
     v.add_argument("--limit", type=int, help="at most N images")
     v.add_argument("-o", "--output", default="results")
     v.add_argument("--quiet", action="store_true")
+    v.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="spread the images over Ray actors (a local instance, or the cluster at ADDRESS)")
+    v.add_argument("--workers", type=int, help="Ray actors (default: one per CPU)")
     v.set_defaults(func=cmd_eval)
 
     i = sub.add_parser("inspect", help="show what matched: skip merges, the rule per node")

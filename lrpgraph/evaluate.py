@@ -121,13 +121,7 @@ def _session(model_bytes_or_path, threads=None):
     return ort.InferenceSession(model_bytes_or_path, opts, providers=["CPUExecutionProvider"])
 
 
-def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
-             seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=32) -> dict:
-    from .driver import build_explainer
-    from .explain import heat_quantize
-    from .load import load_model
-    from .preprocess import crop, load_rgb
-
+def check_methods(methods):
     unknown = [m for m in methods if m not in GRAPH_METHODS and m not in SANITY]
     if unknown:
         planned = [m for m in unknown if m in PLANNED]
@@ -135,52 +129,91 @@ def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust
             f"unknown method(s) {unknown}"
             + (f" ({planned}: planned, not built yet)" if planned else "")
             + f"; available: {sorted(GRAPH_METHODS) + list(SANITY)}")
-    pre = pre or Preprocess()
-    model = load_model(model_path)
-    softmax_head = model.graph.node[-1].op_type == "Softmax"
-    predict = Prediction(_session(model.SerializeToString()), pre, softmax_head)
-    explainers = {m: _session(build_explainer(model, preset("paper", ig_steps=ig_steps, **GRAPH_METHODS[m]))[0]
-                              .SerializeToString())
-                  for m in methods if m in GRAPH_METHODS}
-    rows = {}
-    os.makedirs(output, exist_ok=True)
-    per_image = os.path.join(output, "per_image.jsonl")
-    curves_acc = {}
-    with atomic_path(per_image) as tmp, open(tmp, "w", encoding="utf-8") as log:
+
+
+class Scorer:
+    """Everything one image's scores need: the model and one explainer per method, each an
+    ORT session. One per process (or per Ray actor)."""
+
+    def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
+                 pre: Preprocess | None = None, ig_steps=32):
+        from .driver import build_explainer
+        from .load import load_model
+
+        check_methods(methods)
+        self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
+        self.pre = pre or Preprocess()
+        model = load_model(model_path)
+        self.predict = Prediction(_session(model.SerializeToString()), self.pre,
+                                  model.graph.node[-1].op_type == "Softmax")
+        self.explainers = {
+            m: _session(build_explainer(model, preset("paper", ig_steps=ig_steps, **GRAPH_METHODS[m]))[0]
+                        .SerializeToString())
+            for m in methods if m in GRAPH_METHODS}
+
+    def attribution(self, method, cropped, index):
+        if method in self.explainers:
+            pre = self.pre
+            x = ((cropped - np.asarray(pre.mean)) / np.asarray(pre.std)).astype(np.float32)
+            x = x[None] if pre.layout == "NHWC" else x.transpose(2, 0, 1)[None]
+            sess = self.explainers[method]  # explains the predicted class, as the authors' code does
+            return sess.run(["relevance_map"], {sess.get_inputs()[0].name: x})[0][0]
+        if method == "constant":
+            return constant_map(cropped.shape[:2])
+        if method == "random":
+            return random_map(cropped.shape[:2], seed=index)
+        return centre_blob(cropped.shape[:2])
+
+    def score(self, path, label, index) -> list:
+        """One record per (method, HQ or not, protocol), curves included."""
+        from .explain import heat_quantize
+        from .preprocess import crop, load_rgb
+
+        cropped = np.asarray(crop(load_rgb(path), self.pre), dtype=np.float64) / 255.0
+        p = self.predict(cropped[None])[0]
+        records = []
+        for m in self.methods:
+            a = self.attribution(m, cropped, index)
+            for use_hq in self.hq:
+                attribution = heat_quantize(a[None])[0] if use_hq else a
+                for protocol in self.protocols:
+                    c = perturbation_curves(self.predict, cropped, attribution, label, protocol, self.seeds)
+                    records.append({"file": path, "label": int(label), "predicted": int(p.argmax()),
+                                    "p_label": float(p[label]), "method": f"{m}{' +HQ' if use_hq else ''}",
+                                    "protocol": protocol, **c.scores,
+                                    "curves": (c.insertion.tolist(), c.deletion.tolist())})
+        return records
+
+
+def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
+             seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=32,
+             ray_address=None, workers=None) -> dict:
+    """Score every image, then write per_image.jsonl, table.{md,csv,json} and the curves.
+    With ``ray_address`` ("" for a local instance) the images are spread over Ray actors."""
+    check_methods(methods)
+    args = (model_path, methods, protocols, hq, seeds, pre, ig_steps)
+    if ray_address is not None:
+        from .ray import score_on_ray
+
+        records = score_on_ray(args, items, ray_address, workers)
+    else:
+        scorer = Scorer(*args)
+        records = []
         for n, (path, label) in enumerate(items):
-            cropped = np.asarray(crop(load_rgb(path), pre), dtype=np.float64) / 255.0
-            x = predict(cropped[None])  # also the prediction on the full image
-            maps = {}
-            for m in methods:
-                if m in explainers:
-                    inp = ((cropped - np.asarray(pre.mean)) / np.asarray(pre.std)).astype(np.float32)
-                    inp = inp[None] if pre.layout == "NHWC" else inp.transpose(2, 0, 1)[None]
-                    sess = explainers[m]  # explains the predicted class, as the authors' code does
-                    maps[m] = sess.run(["relevance_map"], {sess.get_inputs()[0].name: inp})[0][0]
-                elif m == "constant":
-                    maps[m] = constant_map(cropped.shape[:2])
-                elif m == "random":
-                    maps[m] = random_map(cropped.shape[:2], seed=n)
-                else:
-                    maps[m] = centre_blob(cropped.shape[:2])
-            for m, a in maps.items():
-                for use_hq in hq:
-                    attribution = heat_quantize(a[None])[0] if use_hq else a
-                    key = f"{m}{' +HQ' if use_hq else ''}"
-                    for protocol in protocols:
-                        c = perturbation_curves(predict, cropped, attribution, label, protocol, seeds)
-                        s = c.scores
-                        rows.setdefault((key, protocol), []).append(s)
-                        acc = curves_acc.setdefault((key, protocol), [])
-                        acc.append((c.insertion, c.deletion))
-                        log.write(json.dumps({"file": path, "label": label, "predicted": int(x[0].argmax()),
-                                              "p_label": float(x[0][label]), "method": key,
-                                              "protocol": protocol, **s}) + "\n")
+            records += scorer.score(path, label, n)
             if progress:
                 progress(n + 1, len(items))
+    os.makedirs(output, exist_ok=True)
+    rows, curves = {}, {}
+    with atomic_path(os.path.join(output, "per_image.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as log:
+        for rec in records:
+            key = (rec["method"], rec["protocol"])
+            rows.setdefault(key, []).append(rec)
+            curves.setdefault(key, []).append(rec["curves"])
+            log.write(json.dumps({k: v for k, v in rec.items() if k != "curves"}) + "\n")
     table = summarise(rows)
     write_tables(table, output, len(items))
-    plot_curves(curves_acc, output)
+    plot_curves(curves, output)
     return table
 
 

@@ -127,6 +127,38 @@ def explain_dataset(ds, model, batch_size: int = 8, provider: str = "auto", num_
     return explained.map(unpack)
 
 
+class _ScoreActor:
+    def __init__(self, scorer_args):
+        from .evaluate import Scorer
+
+        self.scorer = Scorer(*scorer_args)
+
+    def __call__(self, batch: dict) -> dict:
+        out = []
+        for path, label, index in zip(batch["path"], batch["label"], batch["index"]):
+            out += self.scorer.score(str(path), int(label), int(index))
+        return {"record": np.array([json.dumps(r) for r in out], dtype=object)}
+
+
+def score_on_ray(scorer_args, items, address, workers=None) -> list:
+    """``lrpgraph eval --ray``: images spread over actors that each hold a Scorer; the
+    records come back to the driver, which writes the tables."""
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+    _quiet(ray)
+    workers = workers or int(ray.cluster_resources().get("CPU", 1))
+    ds = ray.data.from_items([{"path": os.path.abspath(p), "label": int(l), "index": i}
+                              for i, (p, l) in enumerate(items)])
+    rows = ds.map_batches(_ScoreActor, batch_size=1, batch_format="numpy", concurrency=workers,
+                          fn_constructor_kwargs={"scorer_args": scorer_args},
+                          max_restarts=3, max_task_retries=3).take_all()
+    records = [json.loads(r["record"]) for r in rows]
+    # a retried image reports again: keep one record per (image, method, protocol)
+    unique = {(r["file"], r["method"], r["protocol"]): r for r in records}
+    return sorted(unique.values(), key=lambda r: (r["file"], r["method"], r["protocol"]))
+
+
 def explain_paths_ray(model, paths, output, address=None, target=None, hq=False, batch_size=8,
                       overwrite=False, provider="auto", workers=None, cmap="jet", preprocess=None):
     """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one."""

@@ -81,3 +81,26 @@ def test_without_ray_the_flag_gives_one_clear_error(setup, tmp_path):
             f"'-o', {str(tmp_path)!r}, '--ray']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2 and "pip install 'lrpgraph[ray]'" in proc.stderr
+
+
+def test_eval_on_ray_gives_the_local_table(cluster, tmp_path):
+    from PIL import Image
+
+    from export_resnet import build_model, export
+    from lrpgraph.config import Preprocess
+    from lrpgraph.evaluate import evaluate
+
+    model, _ = build_model("resnet18", num_classes=10, seed=9)
+    export(model, str(tmp_path / "m.onnx"), image_size=32)
+    rng = np.random.default_rng(1)
+    items = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        items.append((str(tmp_path / f"{i}.png"), i))
+    kwargs = dict(protocols=("paper",), hq=(False,), pre=Preprocess(size=32, resize=36))
+    methods = ["lrp-paper", "constant", "blob"]
+    local = evaluate(str(tmp_path / "m.onnx"), items, methods, str(tmp_path / "a"), **kwargs)
+    distributed = evaluate(str(tmp_path / "m.onnx"), items, methods, str(tmp_path / "b"), ray_address="",
+                           workers=2, **kwargs)
+    key = lambda r: (r["method"], r["protocol"])  # noqa: E731
+    assert sorted(local, key=key) == sorted(distributed, key=key)
