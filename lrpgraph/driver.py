@@ -276,7 +276,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         facts.head.name += "/model"  # the output below takes its name
     output(head, "logits", list(facts.head.shape))
     if cam is not None:
-        alpha = cam
+        alpha = e.op("Cast", [cam], {"to": onnx.TensorProto.FLOAT}) if half else cam
     else:
         relevance = float32(relevance, len(image.shape))
         alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
