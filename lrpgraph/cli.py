@@ -164,7 +164,7 @@ def make_parser():
                    help="add per-layer relevance sums (relsum/...) as outputs")
     b.add_argument("--method", choices=METHODS, default="lrp",
                    help="lrp (the paper, default) or a baseline: LRP-epsilon, plain gradient, "
-                        "Gradient x Input, Guided Backprop, Integrated Gradients, Grad-CAM")
+                        "Gradient x Input, Guided Backprop, Integrated Gradients, Grad-CAM, Score-CAM")
     b.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
     b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16: forward and relevance pass in half precision (GPUs)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 
 # The paper's method and its baselines (SPEC.md section 3), all explainer graphs.
-METHODS = ("lrp", "lrp-epsilon", "gradient", "gradxinput", "guided-bp", "ig", "gradcam")
+METHODS = ("lrp", "lrp-epsilon", "gradient", "gradxinput", "guided-bp", "ig", "gradcam", "scorecam")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .atomic import atomic_path
 from .config import Config, Preprocess
 from .emit import Emitter, add_all, emit_relevance
 from .errors import LrpGraphError
+from . import scorecam
 from .float16 import to_float16
 from .load import canonicalise, default_opset, load_model
 from .match import GraphFacts, assign_rules
@@ -167,15 +168,18 @@ def _finish_method(e: Emitter, facts: GraphFacts, config: Config, signal, path, 
         weights = e.reduce("ReduceMean", signal, [2, 3], keepdims=True, hint="channel_weights")
         cam = e.op("Relu", [e.reduce("ReduceSum", e.op("Mul", [weights, cam_layer]), [1], keepdims=True)],
                    hint="cam")
-        height, width = [int(d) for d in facts.image.shape[2:4]]
-        sizes = e.op("Concat", [e.op("Slice", [e.op("Shape", [cam]), np.array([0], np.int64), np.array([2], np.int64)]),
-                                np.array([height, width], np.int64)], {"axis": 0}, hint="sizes")
-        up = e.op("Resize", [cam, None, None, sizes], {"mode": "linear"}, hint="cam_up")
-        return None, e.op("Reshape", [up, e.op("Concat", [e.op("Slice", [e.op("Shape", [cam]), np.array([0], np.int64),
-                                                                         np.array([1], np.int64)]),
-                                                         np.array([height, width], np.int64)], {"axis": 0})],
-                            hint="cam_map")
+        return None, _cam_to_image(e, facts, cam)
     return signal, None
+
+
+def _cam_to_image(e: Emitter, facts: GraphFacts, cam):
+    """N x 1 x h x w -> N x H x W, bilinear with half-pixel centres (cv2.resize's)."""
+    height, width = [int(d) for d in facts.image.shape[2:4]]
+    batch = e.op("Slice", [e.op("Shape", [cam]), np.array([0], np.int64), np.array([1], np.int64)], hint="batch")
+    sizes = e.op("Concat", [batch, np.array([1, height, width], np.int64)], {"axis": 0}, hint="sizes")
+    up = e.op("Resize", [cam, None, None, sizes], {"mode": "linear"}, hint="cam_up")
+    return e.op("Reshape", [up, e.op("Concat", [batch, np.array([height, width], np.int64)], {"axis": 0})],
+                hint="cam_map")
 
 
 def _heat_quantize(e: Emitter, alpha, levels: int):
@@ -207,6 +211,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     if config.dtype == "float16":
         model = to_float16(model)
     opset = default_opset(model)
+    canonical = model
     graph = gs.import_onnx(model)
     path = _integration_path(graph, config) if config.method == "ig" else None
     facts = GraphFacts.read(graph)
@@ -242,9 +247,19 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         start_sum = value
         start = e.op("Mul", [onehot, e.scalar(_HALF_START)], hint="unit_start")
     probes = [] if config.conservation else None
-    cam_layer = _cam_layer(matches) if config.method == "gradcam" else None
-    relevance = emit_relevance(facts, matches, e, start, config, probes, stop=path if path is not None else cam_layer)
-    relevance, cam = _finish_method(e, facts, config, relevance, path, cam_layer)
+    cam_layer = _cam_layer(matches) if config.method in ("gradcam", "scorecam") else None
+    scan = None
+    if config.method == "scorecam":  # forward only: no relevance pass
+        if half:
+            raise LrpGraphError("Score-CAM has no float16 explainer; build it in float32")
+        chunks, all_logits, channels = scorecam.emit_masks(e, facts, cam_layer)
+        scan = (canonical, facts.image.name, chunks.name, all_logits.name)
+        relevance = None
+        cam = _cam_to_image(e, facts, scorecam.weights_and_cam(e, facts, cam_layer, all_logits, channels, chosen))
+    else:
+        relevance = emit_relevance(facts, matches, e, start, config, probes,
+                                   stop=path if path is not None else cam_layer)
+        relevance, cam = _finish_method(e, facts, config, relevance, path, cam_layer)
 
     def float32(t, rank):
         """A relevance-valued tensor as float32, scaled back to the true start."""
@@ -307,6 +322,9 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     _optional_target(out.graph, given.name)
+    if scan is not None:
+        forward, image_name, chunks_name, logits_name = scan
+        scorecam.insert_scan(out, forward, image_name, chunks_name, logits_name)
     meta = {
         "lrpgraph.version": __version__,
         "lrpgraph.config": config.to_json(),

@@ -32,9 +32,9 @@ GRAPH_METHODS = {
     "guided-bp": {"method": "guided-bp"},
     "ig": {"method": "ig"},
     "gradcam": {"method": "gradcam"},
+    "scorecam": {"method": "scorecam"},
 }
 SANITY = ("constant", "random", "blob")
-PLANNED = ("scorecam",)
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -124,11 +124,7 @@ def _session(model_bytes_or_path, threads=None):
 def check_methods(methods):
     unknown = [m for m in methods if m not in GRAPH_METHODS and m not in SANITY]
     if unknown:
-        planned = [m for m in unknown if m in PLANNED]
-        raise LrpGraphError(
-            f"unknown method(s) {unknown}"
-            + (f" ({planned}: planned, not built yet)" if planned else "")
-            + f"; available: {sorted(GRAPH_METHODS) + list(SANITY)}")
+        raise LrpGraphError(f"unknown method(s) {unknown}; available: {sorted(GRAPH_METHODS) + list(SANITY)}")
 
 
 class Scorer:

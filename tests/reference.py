@@ -232,3 +232,30 @@ def gradcam(model, x):
     (g,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), a)
     cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
     return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0].detach()
+
+
+def scorecam(model, x, chunk=16):
+    """Score-CAM as pytorch-grad-cam's ScoreCAM computes it: layer4's channels, upsampled
+    bilinearly (align_corners) and min-max normalised, mask the input; the target's logit
+    per masked image, softmax over channels; ReLU(sum w_k A_k), bilinear to the input."""
+    feats = {}
+    handle = model.layer4.register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
+    with torch.no_grad():
+        try:
+            logits = model(x)
+        finally:
+            handle.remove()
+        a = feats["a"]
+        target = logits.argmax(1)
+        up = F.interpolate(a, size=x.shape[2:], mode="bilinear", align_corners=True)
+        lo = up.flatten(2).min(-1)[0][:, :, None, None]
+        hi = up.flatten(2).max(-1)[0][:, :, None, None]
+        masks = (up - lo) / (hi - lo + 1e-8)
+        weights = []
+        for n in range(len(x)):
+            masked = x[n][None] * masks[n][:, None]
+            scores = torch.cat([model(masked[i:i + chunk])[:, target[n]] for i in range(0, len(masked), chunk)])
+            weights.append(torch.softmax(scores, 0))
+        weights = torch.stack(weights)[:, :, None, None]
+        cam = F.relu((weights * a).sum(1, keepdim=True))
+        return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]

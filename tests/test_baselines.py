@@ -89,3 +89,18 @@ def test_lrp_epsilon_matches_reference(resnets):
     out = explain(resnets, "lrp-epsilon", x, start="logit")
     ref = reference.lrp_epsilon(model, torch.from_numpy(x)).numpy()
     assert rel_err(out["relevance"], ref) <= TOL
+
+
+def test_scorecam_matches_reference(tmp_path):
+    from export_resnet import build_model, export
+
+    model, _ = build_model("resnet18", seed=12)
+    export(model, str(tmp_path / "m.onnx"), image_size=64)
+    explainer, _ = build_explainer(str(tmp_path / "m.onnx"), preset("paper", method="scorecam"))
+    x = image_batch(2, size=64, seed=44)
+    out = run(explainer, {"input": x})
+    ref = reference.scorecam(model.eval(), torch.from_numpy(x)).numpy()
+    assert out["relevance_map"].shape == (2, 64, 64)
+    assert rel_err(out["relevance_map"], ref) <= TOL
+    # the Scan reads the model's weights from the outer graph: the file does not grow
+    assert explainer.ByteSize() < 1.05 * __import__("onnx").load(str(tmp_path / "m.onnx")).ByteSize()

@@ -67,8 +67,8 @@ def test_eval_writes_tables_curves_and_per_image_scores(photos, tmp_path):
     assert (out / "curves_lrp-paper_paper.png").exists()
 
 
-def test_eval_cli_refuses_unbuilt_baselines(photos, tmp_path):
+def test_eval_cli_refuses_unknown_methods(photos, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lrpgraph", "eval", str(tmp_path / "none.onnx"),
-                           "--data", str(photos / "tree"), "--methods", "scorecam"],
+                           "--data", str(photos / "tree"), "--methods", "lime"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "planned, not built yet" in proc.stderr
+    assert proc.returncode == 2 and "unknown method(s) ['lime']" in proc.stderr and "scorecam" in proc.stderr
