@@ -145,7 +145,7 @@ def cmd_eval(args):
 
     evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
              hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
-             ray_address=args.ray, workers=args.workers)
+             ray_address=args.ray, workers=args.workers, provider=args.provider)
     return 0
 
 
@@ -220,6 +220,8 @@ def make_parser():
     v.add_argument("--limit", type=int, help="at most N images")
     v.add_argument("-o", "--output", default="results")
     v.add_argument("--quiet", action="store_true")
+    v.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"],
+                   help="ORT provider for the model and the explainers")
     v.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="spread the images over Ray actors (a local instance, or the cluster at ADDRESS)")
     v.add_argument("--workers", type=int, help="Ray actors (default: one per CPU)")

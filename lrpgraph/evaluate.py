@@ -39,11 +39,29 @@ SANITY = ("constant", "random", "blob")
 
 # -- data -----------------------------------------------------------------------------------
 
+def _label_index():
+    """ImageNet synset (n01440764) -> class index, for labels given as synsets."""
+    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_synsets.txt")
+    with open(path, encoding="utf-8") as fh:
+        return {s: i for i, s in enumerate(fh.read().split())}
+
+
+def _label(token, where):
+    token = token.strip()
+    if token.lstrip("-").isdigit():
+        return int(token)
+    index = _label_index().get(token)
+    if index is None:
+        raise LrpGraphError(f"{where}: label {token!r} is neither a class index nor an ImageNet synset")
+    return index
+
+
 def read_dataset(data, labels=None, listing=None, per_class=None, seed=42, limit=None):
     """[(path, label)] from an ImageFolder tree, a flat folder + labels file (one
     ``label`` per line in sorted file order, or ``name label`` lines), or a ``path,label``
-    list. Class folders named by integers use those indices; other names take their index
-    in sorted order (torchvision's ImageFolder convention)."""
+    list. A label is a class index or an ImageNet synset (n01440764). Class folders named by
+    integers or synsets use those classes; other names take their index in sorted order
+    (torchvision's ImageFolder convention)."""
     items = []
     if listing:
         base = os.path.dirname(os.path.abspath(listing))
@@ -52,11 +70,10 @@ def read_dataset(data, labels=None, listing=None, per_class=None, seed=42, limit
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
-                try:
-                    path, label = line.rsplit(",", 1)
-                    items.append((os.path.join(base, path.strip()), int(label)))
-                except ValueError:
-                    raise LrpGraphError(f"{listing}:{n}: expected 'path,label' with an integer label") from None
+                if "," not in line:
+                    raise LrpGraphError(f"{listing}:{n}: expected 'path,label'")
+                path, label = line.rsplit(",", 1)
+                items.append((os.path.join(base, path.strip()), _label(label, f"{listing}:{n}")))
     elif data and labels:
         files = sorted(f for f in os.listdir(data) if not f.startswith("."))
         with open(labels, encoding="utf-8") as fh:
@@ -64,16 +81,18 @@ def read_dataset(data, labels=None, listing=None, per_class=None, seed=42, limit
         if all(len(r) == 1 for r in rows):
             if len(rows) != len(files):
                 raise LrpGraphError(f"{labels}: {len(rows)} labels for {len(files)} files in {data}")
-            items = [(os.path.join(data, f), int(r[0])) for f, r in zip(files, rows)]
+            items = [(os.path.join(data, f), _label(r[0], labels)) for f, r in zip(files, rows)]
         else:
-            items = [(os.path.join(data, r[0]), int(r[1])) for r in rows]
+            items = [(os.path.join(data, r[0]), _label(r[1], labels)) for r in rows]
     elif data:
         classes = sorted(d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d)))
         if not classes:
             raise LrpGraphError(f"{data}: no class folders; give --labels FILE for a flat folder")
+        synsets = _label_index()
         numeric = all(c.isdigit() for c in classes)
+        named = all(c in synsets for c in classes)
         for i, c in enumerate(classes):
-            label = int(c) if numeric else i
+            label = int(c) if numeric else synsets[c] if named else i
             for f in sorted(os.listdir(os.path.join(data, c))):
                 if not f.startswith("."):
                     items.append((os.path.join(data, c, f), label))
@@ -111,14 +130,14 @@ class Prediction:
         return e / e.sum(1, keepdims=True)
 
 
-def _session(model_bytes_or_path, threads=None):
+def _session(model_bytes_or_path, provider="cpu"):
     import onnxruntime as ort
+
+    from .explain import _providers
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model_bytes_or_path, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_bytes_or_path, opts, providers=_providers(provider))
 
 
 def check_methods(methods):
@@ -132,7 +151,7 @@ class Scorer:
     ORT session. One per process (or per Ray actor)."""
 
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
-                 pre: Preprocess | None = None, ig_steps=32):
+                 pre: Preprocess | None = None, ig_steps=32, provider="cpu"):
         from .driver import build_explainer
         from .load import load_model
 
@@ -140,11 +159,11 @@ class Scorer:
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
         self.pre = pre or Preprocess()
         model = load_model(model_path)
-        self.predict = Prediction(_session(model.SerializeToString()), self.pre,
+        self.predict = Prediction(_session(model.SerializeToString(), provider), self.pre,
                                   model.graph.node[-1].op_type == "Softmax")
         self.explainers = {
             m: _session(build_explainer(model, preset("paper", ig_steps=ig_steps, **GRAPH_METHODS[m]))[0]
-                        .SerializeToString())
+                        .SerializeToString(), provider)
             for m in methods if m in GRAPH_METHODS}
 
     def attribution(self, method, cropped, index):
@@ -183,11 +202,11 @@ class Scorer:
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
              seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=32,
-             ray_address=None, workers=None) -> dict:
+             ray_address=None, workers=None, provider="cpu") -> dict:
     """Score every image, then write per_image.jsonl, table.{md,csv,json} and the curves.
     With ``ray_address`` ("" for a local instance) the images are spread over Ray actors."""
     check_methods(methods)
-    args = (model_path, methods, protocols, hq, seeds, pre, ig_steps)
+    args = (model_path, methods, protocols, hq, seeds, pre, ig_steps, provider)
     if ray_address is not None:
         from .ray import score_on_ray
 

@@ -36,9 +36,14 @@ def test_readers(photos, tmp_path):
     assert [l for _, l in read_dataset(str(flat), labels=str(tmp_path / "labels.txt"))] == [5, 6, 7]
     (tmp_path / "list.csv").write_text(f"{flat / '0.png'},9\n")
     assert read_dataset(None, listing=str(tmp_path / "list.csv")) == [(str(flat / "0.png"), 9)]
+    (tmp_path / "syn.txt").write_text("n01440764\nn02123045\nn01440764\n")  # tench, tabby
+    assert [l for _, l in read_dataset(str(flat), labels=str(tmp_path / "syn.txt"))] == [0, 281, 0]
     (tmp_path / "bad.csv").write_text("no label here\n")
     with pytest.raises(LrpGraphError, match="bad.csv:1"):
         read_dataset(None, listing=str(tmp_path / "bad.csv"))
+    (tmp_path / "bad2.csv").write_text("a.png,cat\n")
+    with pytest.raises(LrpGraphError, match="neither a class index nor an ImageNet synset"):
+        read_dataset(None, listing=str(tmp_path / "bad2.csv"))
 
 
 def test_eval_writes_tables_curves_and_per_image_scores(photos, tmp_path):
