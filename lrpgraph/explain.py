@@ -303,10 +303,9 @@ def compact_results(folder) -> None:
         out.writelines(latest.values())
 
 
-def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, batch_size=8,
-                  overwrite=False, progress=None, cmap="jet") -> RunSummary:
-    """Explain every image under ``paths`` into ``output``; bad files are reported and
-    skipped; images already done are skipped unless ``overwrite``."""
+def pending_images(paths, output, overwrite):
+    """The images under ``paths`` still to explain into ``output``, and a summary that
+    counts those already done (all of them are redone with ``overwrite``)."""
     items = find_images(paths)
     os.makedirs(output, exist_ok=True)
     summary = RunSummary()
@@ -314,6 +313,14 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
         done = done_names(output)
         summary.skipped = sum(1 for _, n in items if n in done)
         items = [(p, n) for p, n in items if n not in done]
+    return items, summary
+
+
+def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, batch_size=8,
+                  overwrite=False, progress=None, cmap="jet") -> RunSummary:
+    """Explain every image under ``paths`` into ``output``; bad files are reported and
+    skipped; images already done are skipped unless ``overwrite``."""
+    items, summary = pending_images(paths, output, overwrite)
     bar = _progress(len(items), progress)
     batches: queue.Queue = queue.Queue(maxsize=2)
 

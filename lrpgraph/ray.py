@@ -162,21 +162,14 @@ def score_on_ray(scorer_args, items, address, workers=None) -> list:
 def explain_paths_ray(model, paths, output, address=None, target=None, hq=False, batch_size=8,
                       overwrite=False, provider="auto", workers=None, cmap="jet", preprocess=None):
     """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one."""
-    from .explain import RESULTS, RunSummary, compact_results, done_names
-    from .preprocess import find_images
+    from .explain import RESULTS, compact_results, pending_images
 
     ray = _ray()
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
     _quiet(ray)
-    items = find_images(paths)
     output = os.path.abspath(output)
-    os.makedirs(output, exist_ok=True)
-    summary = RunSummary()
-    if not overwrite:
-        done = done_names(output)
-        summary.skipped = sum(1 for _, n in items if n in done)
-        items = [(p, n) for p, n in items if n not in done]
+    items, summary = pending_images(paths, output, overwrite)
     if not items:
         return summary
     workers = workers or max(1, int(ray.cluster_resources().get("GPU", 0)) or int(ray.cluster_resources().get("CPU", 1)))

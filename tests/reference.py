@@ -218,16 +218,21 @@ def lrp_epsilon(model, x, eps=1e-9):
     return _eps_linear(conv(model.conv1), x, r, eps)
 
 
-def gradcam(model, x):
-    """Grad-CAM on the last residual stage (layer4's output), as pytorch-grad-cam computes
-    it before its min-max normalisation: ReLU(sum_k mean(dy/dA_k) A_k), bilinear to the input."""
+def _layer4(model, x):
+    """(logits, layer4's output): the last residual stage, where both CAMs read."""
     feats = {}
     handle = model.layer4.register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
     try:
         logits = model(x)
     finally:
         handle.remove()
-    a = feats["a"]
+    return logits, feats["a"]
+
+
+def gradcam(model, x):
+    """Grad-CAM on the last residual stage (layer4's output), as pytorch-grad-cam computes
+    it before its min-max normalisation: ReLU(sum_k mean(dy/dA_k) A_k), bilinear to the input."""
+    logits, a = _layer4(model, x)
     target = logits.argmax(1)
     (g,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), a)
     cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
@@ -238,14 +243,8 @@ def scorecam(model, x, chunk=16):
     """Score-CAM as pytorch-grad-cam's ScoreCAM computes it: layer4's channels, upsampled
     bilinearly (align_corners) and min-max normalised, mask the input; the target's logit
     per masked image, softmax over channels; ReLU(sum w_k A_k), bilinear to the input."""
-    feats = {}
-    handle = model.layer4.register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
     with torch.no_grad():
-        try:
-            logits = model(x)
-        finally:
-            handle.remove()
-        a = feats["a"]
+        logits, a = _layer4(model, x)
         target = logits.argmax(1)
         up = F.interpolate(a, size=x.shape[2:], mode="bilinear", align_corners=True)
         lo = up.flatten(2).min(-1)[0][:, :, None, None]
