@@ -1,4 +1,5 @@
-"""Command line: ``lrpgraph build|inspect``. Calls the same Python API users import."""
+"""lrpgraph: compile LRP explanations of residual classifiers into ONNX explainer graphs,
+and run, check and evaluate them. (The CLI calls the same Python API users import.)"""
 
 from __future__ import annotations
 
