@@ -81,7 +81,7 @@ def check(model_path, images=(), random=4, tolerance=1e-3, config: Config = Conf
             shape[0] = random
             x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
         names = [o.name for o in ex.session.get_outputs()]
-        out = dict(zip(names, ex.session.run(names, {ex.input_name: ex._check_input(x)})))
+        out = dict(zip(names, ex.session.run(names, {ex.input_name: ex.check_input(x)})))
     ops = {n.name: n.op_type for n in model.graph.node}
     layers = []
     for key in names:

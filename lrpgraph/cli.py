@@ -144,10 +144,24 @@ def cmd_eval(args):
         if not args.quiet:
             print(f"  {done}/{total} images", file=sys.stderr)
 
-    evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
+    table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
              hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
              ray_address=args.ray, workers=args.workers, provider=args.provider)
+    if args.ablation:
+        print_ablation(table)
     return 0
+
+
+def print_ablation(table):
+    """The paper's Table 2: ID score per variant (rows) and protocol (columns)."""
+    ids = {(r["method"], r["protocol"]): r["id"] for r in table}
+    columns = sorted({p for _, p in ids})
+    variants = [m for m in dict.fromkeys(m for m, _ in ids) if m.startswith("lrp-")]
+    print("Table 2 (ID score):")
+    print("| variant | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for v in variants:
+        print(f"| {v} | " + " | ".join(f"{ids[(v, p)]:.3f}" for p in columns) + " |")
 
 
 def make_parser():

@@ -188,7 +188,7 @@ class Explainer:
     def run(self, x: np.ndarray, target=None, hq: bool = False) -> dict:
         """Run the explainer on a preprocessed batch; returns logits, probabilities,
         relevance_map (and relevance_map_hq with hq=True)."""
-        x = self._check_input(x)
+        x = self.check_input(x)
         feeds = {self.input_name: x}
         if target is not None:
             feeds["target"] = self._check_target(target, len(x))
@@ -206,7 +206,7 @@ class Explainer:
             out["probabilities"] = e / e.sum(1, keepdims=True)
         return out
 
-    def _check_input(self, x):
+    def check_input(self, x):
         x = np.asarray(x)
         expected = self.input_shape
         if x.ndim != len(expected):
@@ -236,7 +236,7 @@ class Explainer:
         """Explain images (paths, PIL images, H x W x C arrays) or one preprocessed
         N x C x H x W float batch."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
-            return self._result(self.run(images, target, hq), names or [f"{i}" for i in range(len(images))],
+            return self.make_result(self.run(images, target, hq), names or [f"{i}" for i in range(len(images))],
                                 [], [], target)
         if not isinstance(images, (list, tuple)):
             images = [images]
@@ -245,9 +245,9 @@ class Explainer:
         names = names or [os.path.splitext(os.path.basename(im))[0] if isinstance(im, (str, os.PathLike))
                           else f"image{i}" for i, im in enumerate(images)]
         sources = [os.fspath(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
-        return self._result(self.run(x, target, hq), names, [p[1] for p in prepared], sources, target)
+        return self.make_result(self.run(x, target, hq), names, [p[1] for p in prepared], sources, target)
 
-    def _result(self, out, names, crops, sources, target):
+    def make_result(self, out, names, crops, sources, target):
         probs = out["probabilities"]
         classes = probs.argmax(1)
         targets = out["target_used"]
@@ -352,7 +352,7 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
             bar.update(1)
             continue
         x = np.stack([b[2] for b in payload])
-        result = explainer._result(explainer.run(x, target, hq), [b[1] for b in payload],
+        result = explainer.make_result(explainer.run(x, target, hq), [b[1] for b in payload],
                                    [b[3] for b in payload], [b[0] for b in payload], target)
         result.save(output, cmap=cmap)
         summary.explained += len(payload)

@@ -73,7 +73,7 @@ class _ExplainActor:
             crops.append(crop)
         if good:
             out = self.explainer.run(np.stack(inputs), self.target, self.hq)
-            result = self.explainer._result(out, [n for _, n in good], crops, [p for p, _ in good], self.target)
+            result = self.explainer.make_result(out, [n for _, n in good], crops, [p for p, _ in good], self.target)
             if self.output:
                 result.save_files(self.output, cmap=self.cmap)
             heat = result.heatmaps_hq if result.heatmaps_hq is not None else result.heatmaps

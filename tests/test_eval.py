@@ -77,3 +77,15 @@ def test_eval_cli_refuses_unknown_methods(photos, tmp_path):
                            "--data", str(photos / "tree"), "--methods", "lime"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown method(s) ['lime']" in proc.stderr and "scorecam" in proc.stderr
+
+
+def test_ablation_table_lists_variants_by_protocol(capsys):
+    from lrpgraph.cli import print_ablation
+
+    table = [{"method": m, "protocol": p, "id": i} for m, p, i in
+             [("lrp-i", "paper", 0.51), ("lrp-iv", "paper", 0.545), ("lrp-i", "tie-robust", 0.1),
+              ("lrp-iv", "tie-robust", 0.2), ("constant", "paper", 0.9)]]
+    print_ablation(table)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "| variant | paper | tie-robust |"
+    assert out[3:] == ["| lrp-i | 0.510 | 0.100 |", "| lrp-iv | 0.545 | 0.200 |"]
