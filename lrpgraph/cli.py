@@ -52,7 +52,7 @@ def cmd_build(args):
                      full_relevance=args.full_relevance, conservation=args.conservation,
                      dtype=args.dtype, method=args.method, ig_steps=args.ig_steps)
     pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
-    model, report = build_explainer(args.model, config, pre)
+    model, report = build_explainer(args.model, config, pre, args.output_name)
     output = args.output or _default_output(args.model)
     save_model(model, output)
     ops = sorted(set(report.ops_before) | set(report.ops_after))
@@ -171,6 +171,7 @@ def make_parser():
     b = sub.add_parser("build", help="compile a model into an LRP explainer graph")
     b.add_argument("model", help="the classifier, .onnx")
     b.add_argument("-o", "--output", help="explainer path (default: MODEL.lrp.onnx)")
+    b.add_argument("--output-name", help="the class-score output, for models with several outputs")
     _add_rule_flags(b)
     b.add_argument("--hq", action="store_true", help="add relevance_map_hq (Heat Quantization)")
     b.add_argument("--hq-levels", type=int, default=8, help="HQ levels L (default 8)")

@@ -199,8 +199,10 @@ def _heat_quantize(e: Emitter, alpha, levels: int):
 
 
 def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config = Config(),
-                    preprocess: Preprocess | None = None) -> tuple[onnx.ModelProto, BuildReport]:
-    """Return the explainer model and a report of what matched. Writes nothing."""
+                    preprocess: Preprocess | None = None,
+                    output_name: str | None = None) -> tuple[onnx.ModelProto, BuildReport]:
+    """Return the explainer model and a report of what matched. Writes nothing.
+    ``output_name`` picks the class scores among several outputs (the others are dropped)."""
     t0 = time.perf_counter()
     source = "<model>"
     if not isinstance(model, onnx.ModelProto):
@@ -214,7 +216,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     canonical = model
     graph = gs.import_onnx(model)
     path = _integration_path(graph, config) if config.method == "ig" else None
-    facts = GraphFacts.read(graph)
+    facts = GraphFacts.read(graph, output_name)
     matches = assign_rules(facts, REGISTRIES[config.rule_kind], config, stop=path)
 
     warnings = []
@@ -378,7 +380,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike,
             onnx.save_model(fixed, tmp)
 
 
-def build(model_path, output_path, config: Config = Config(), preprocess=None) -> BuildReport:
-    model, report = build_explainer(model_path, config, preprocess)
+def build(model_path, output_path, config: Config = Config(), preprocess=None, output_name=None) -> BuildReport:
+    model, report = build_explainer(model_path, config, preprocess, output_name)
     save_model(model, output_path)
     return report

@@ -50,19 +50,25 @@ class GraphFacts:
     head: gs.Variable  # the model's output tensor
     logits: gs.Variable  # the head's input if the model ends in Softmax, else the head
     order: list  # forward nodes in topological order
-    _const: dict = field(default_factory=dict)
+    _const: set = field(default_factory=set)
     _wdepth: dict = field(default_factory=dict)
     _non_negative: set = field(default_factory=set)
     merges: dict = field(default_factory=dict)  # node name -> SkipMerge
 
     @classmethod
-    def read(cls, graph: gs.Graph) -> "GraphFacts":
+    def read(cls, graph: gs.Graph, output_name: str | None = None) -> "GraphFacts":
         if len(graph.inputs) != 1:
             names = [t.name for t in graph.inputs]
             raise LrpGraphError(
                 f"the model has {len(names)} non-constant inputs {names}; lrpgraph explains "
                 "single-input image classifiers. Bake the extra inputs in as initializers."
             )
+        if output_name is not None:
+            chosen = [t for t in graph.outputs if t.name == output_name]
+            if not chosen:
+                raise LrpGraphError(f"--output-name {output_name}: the model's outputs are "
+                                    f"{[t.name for t in graph.outputs]}")
+            graph.outputs = chosen
         if len(graph.outputs) != 1:
             names = [t.name for t in graph.outputs]
             raise LrpGraphError(
@@ -111,7 +117,7 @@ class GraphFacts:
             if node.op in _RANDOM_OPS:
                 continue
             if all(self.is_const(t) for t in node.inputs):
-                self._const.update({out.name: True for out in node.outputs})
+                self._const.update(out.name for out in node.outputs)
 
     # -- depth in weighted layers ------------------------------------------------------
     def _compute_depths(self) -> None:

@@ -77,8 +77,12 @@ def test_two_outputs_are_refused_with_the_fix(tmp_path):
     path = tmp_path / "two.onnx"
     onnx.save(_two_output_model(), path)
     proc = cli("build", path)
-    assert proc.returncode == 2 and "2 outputs" in proc.stderr
+    assert proc.returncode == 2 and "2 outputs" in proc.stderr and "--output-name" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.onnx"]
+    chosen = cli("build", path, "--output-name", "z", "-o", tmp_path / "z.lrp.onnx")
+    assert chosen.returncode == 0, chosen.stderr
+    out = run(str(tmp_path / "z.lrp.onnx"), {"input": np.ones((1, 3, 4, 4), np.float32)})
+    assert out["logits"].shape == (1, 48) and np.isfinite(out["relevance_map"]).all()
 
 
 def test_external_data_loads_and_escaping_paths_are_refused(resnets, tmp_path):
