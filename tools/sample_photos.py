@@ -1,6 +1,8 @@
-"""Write scikit-image's bundled public-domain / CC0 photos as JPEGs, for the demo.
+"""Write scikit-image's bundled public-domain / CC0 photos as JPEGs, for the demo, and
+their ImageNet labels beside the folder (not in it: `explain` would report the list as a
+file that is no image).
 
-    python tools/sample_photos.py demo_out/photos
+    python tools/sample_photos.py demo_out/photos       # + demo_out/labels.csv
 """
 
 import os
@@ -22,9 +24,11 @@ def main(argv=None):
         if isinstance(image, tuple):  # stereo_motorcycle is a (left, right, disparity) triple
             image = image[0]
         Image.fromarray(image).save(os.path.join(folder, f"{name}.jpg"), quality=95)
-    with open(os.path.join(folder, "labels.csv"), "w", encoding="utf-8") as fh:
-        fh.writelines(f"{name}.jpg,{label}\n" for name, label in LABELS.items())
-    print(f"wrote {len(PHOTOS)} photos and labels.csv to {folder}")
+    parent = os.path.dirname(os.path.abspath(folder))
+    sub = os.path.basename(os.path.abspath(folder))
+    with open(os.path.join(parent, "labels.csv"), "w", encoding="utf-8") as fh:
+        fh.writelines(f"{sub}/{name}.jpg,{label}\n" for name, label in LABELS.items())
+    print(f"wrote {len(PHOTOS)} photos to {folder} and their labels to {os.path.join(parent, 'labels.csv')}")
     return 0
 
 
