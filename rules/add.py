@@ -17,27 +17,14 @@ LRP-epsilon: every operand gets ``R * h_i / (h + eps*sign(h))`` (a constant oper
 its share: the bias absorbs). Gradient: every image-dependent operand gets ``G``.
 """
 
-import numpy as np
-
 from .base import Rule
 from .linear import epsilon_ratio
 
-def _abs(e, t):
-    """|t|, skipped where the producer never outputs negatives (Relu, ReLU6): Abs is a
-    costly no-op there on ORT's CPU provider."""
-    producer = t.inputs[0] if t.inputs else None
-    if producer is not None and producer.op in ("Relu", "Sigmoid", "Softplus", "Abs"):
-        return t
-    if producer is not None and producer.op == "Clip" and _clip_min_non_negative(producer):
-        return t
-    return e.op("Abs", [t], hint="abs")
 
-
-def _clip_min_non_negative(node):
-    if len(node.inputs) > 1 and not node.inputs[1].is_empty():
-        lo = node.inputs[1]
-        return hasattr(lo, "values") and float(np.asarray(lo.values)) >= 0
-    return float(node.attrs.get("min", -np.inf)) >= 0
+def _abs(e, facts, t):
+    """|t|, skipped where the graph shows t is never negative (after Relu, ReLU6, ...): Abs
+    is a costly no-op there on ORT's CPU provider."""
+    return t if facts.non_negative(t) else e.op("Abs", [t], hint="abs")
 
 
 class AddRule(Rule):
@@ -74,7 +61,7 @@ class AddRule(Rule):
         if config.split == "symmetric":
             r_s = e.op("Mul", [relevance, e.scalar(0.5)], hint="r_skip")
         else:
-            abs_s, abs_m = _abs(e, node.inputs[k_s]), _abs(e, node.inputs[k_m])
+            abs_s, abs_m = _abs(e, facts, node.inputs[k_s]), _abs(e, facts, node.inputs[k_m])
             if e.tiny is not None:
                 # (|h_s| + t) / (|h_s| + |h_m| + 2t) with t far below any activation:
                 # exactly 1/2 where both are 0, the plain ratio elsewhere; cheaper on ORT's
