@@ -117,12 +117,11 @@ class Prediction:
     batch_size: int = 32
 
     def __call__(self, images01: np.ndarray) -> np.ndarray:
-        x = (images01 - np.asarray(self.pre.mean)) / np.asarray(self.pre.std)
-        x = x.astype(np.float32)
-        if self.pre.layout != "NHWC":
-            x = x.transpose(0, 3, 1, 2)
+        from .preprocess import normalise
+
+        x = normalise(images01, self.pre)
         name = self.session.get_inputs()[0].name
-        out = np.concatenate([self.session.run(None, {name: np.ascontiguousarray(x[i:i + self.batch_size])})[0]
+        out = np.concatenate([self.session.run(None, {name: x[i:i + self.batch_size]})[0]
                               for i in range(0, len(x), self.batch_size)])
         if self.softmax_head:
             return out
@@ -168,9 +167,9 @@ class Scorer:
 
     def attribution(self, method, cropped, index):
         if method in self.explainers:
-            pre = self.pre
-            x = ((cropped - np.asarray(pre.mean)) / np.asarray(pre.std)).astype(np.float32)
-            x = x[None] if pre.layout == "NHWC" else x.transpose(2, 0, 1)[None]
+            from .preprocess import normalise
+
+            x = normalise(cropped[None], self.pre)
             sess = self.explainers[method]  # explains the predicted class, as the authors' code does
             return sess.run(["relevance_map"], {sess.get_inputs()[0].name: x})[0][0]
         if method == "constant":

@@ -87,11 +87,16 @@ def crop(image, pre: Preprocess):
     return image.crop((left, top, left + pre.size, top + pre.size))
 
 
+def normalise(images01: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """RGB in [0, 1], ``... x H x W x 3``, to the model's input: mean/std, float32, channels
+    first unless the model is NHWC."""
+    x = ((images01 - np.asarray(pre.mean)) / np.asarray(pre.std)).astype(np.float32)
+    return x if pre.layout == "NHWC" else np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
 def to_input(cropped, pre: Preprocess) -> np.ndarray:
     """C x H x W (or H x W x C for NHWC models) float32, normalised."""
-    x = np.asarray(cropped, dtype=np.float32) / 255.0
-    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return x if pre.layout == "NHWC" else x.transpose(2, 0, 1)
+    return normalise(np.asarray(cropped, dtype=np.float32) / 255.0, pre)
 
 
 def prepare(source, pre: Preprocess):
