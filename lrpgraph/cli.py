@@ -72,17 +72,18 @@ def _default_output(path):
 
 
 def cmd_inspect(args):
-    from .driver import build_explainer
+    from .driver import inspect
 
-    _, report = build_explainer(args.model, _config(args))
-    _print_table(f"{args.model}: {len(report.rules)} nodes on the relevance path",
-                 report.rules, ["node", "op", "rule"])
-    merges = ", ".join(f"{n} {k}" for k, n in sorted(report.merges.items())) or "none"
-    print(f"skip merges: {merges}; input layout {report.layout}")
-    for w in report.warnings:
-        print(f"note: {w}")
-    print("unsupported: none")
-    return 0
+    rules, merges, problems, layout = inspect(args.model, _config(args))
+    _print_table(f"{args.model}: {len(rules)} nodes on the relevance path with a rule", rules,
+                 ["node", "op", "rule"])
+    described = ", ".join(f"{n} {k}" for k, n in sorted(merges.items())) or "none"
+    print(f"skip merges: {described}; input layout {layout}")
+    if not problems:
+        print("unsupported: none")
+        return 0
+    _print_table(f"unsupported: {len(problems)} node(s); build would stop", problems, ["node", "op", "reason"])
+    return 2
 
 
 def cmd_explain(args):

@@ -354,6 +354,18 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     return out, report
 
 
+def inspect(model, config: Config = Config(), output_name=None):
+    """What ``build`` would match, without emitting: (rules [(node, op, rule)], skip-merge
+    kinds {kind: count}, unsupported [(node, op, reason)], layout)."""
+    model = canonicalise(load_model(model) if not isinstance(model, onnx.ModelProto) else model)
+    facts = GraphFacts.read(gs.import_onnx(model), output_name)
+    problems = []
+    matches = assign_rules(facts, REGISTRIES[config.rule_kind], config, problems=problems)
+    kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)
+    return ([(m.node.name, m.node.op, m.note) for m in matches], dict(kinds), problems,
+            _channel_axis(facts)[1])
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike,
                external_above: int = _EXTERNAL_DATA_BYTES) -> None:
     """Atomically write ``model``; weights go to ``<name>.data`` beside it when the model is

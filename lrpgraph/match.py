@@ -221,14 +221,16 @@ class GraphFacts:
         return self.merges[node.name]
 
 
-def assign_rules(facts: GraphFacts, registry, config, stop=None) -> list[Match]:
+def assign_rules(facts: GraphFacts, registry, config, stop=None, problems=None) -> list[Match]:
     """Walk back from the output along the inputs that relevance reaches; give every node on
     that path its rule. Collect every node without one before failing, so the user sees them
-    all at once. The walk ends at ``stop`` (default: the image)."""
+    all at once; with a ``problems`` list, fill it instead of failing (inspect). The walk
+    ends at ``stop`` (default: the image)."""
+    collect = problems is not None
     target = stop if stop is not None else facts.image
     on_path = {facts.logits.name}
     matches: list[Match] = []
-    problems = []
+    problems = problems if collect else []
     for node in reversed(facts.order):
         if not any(out.name in on_path for out in node.outputs[:1]) or node.outputs[0] is target:
             continue
@@ -246,8 +248,10 @@ def assign_rules(facts: GraphFacts, registry, config, stop=None) -> list[Match]:
             matches.append(Match(node=node, rule=rule, note=rule.describe(node, facts, config)))
         for i in targets:
             on_path.add(node.inputs[i].name)
-    if problems:
+    if problems and not collect:
         raise UnsupportedOpsError(problems)
+    if problems:
+        return matches
     if target.name not in on_path:
         raise LrpGraphError(
             f"relevance from output {facts.logits.name!r} never reaches {target.name!r}; "

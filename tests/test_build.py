@@ -277,3 +277,10 @@ def test_float16_explainer_conserves_and_tracks_float32(resnets):
     err = np.abs(half["relevance_map"] - full["relevance_map"]).max() / np.abs(full["relevance_map"]).max()
     assert err <= 5e-2
     assert np.corrcoef(half["relevance_map"].ravel(), full["relevance_map"].ravel())[0, 1] >= 0.999
+
+
+def test_inspect_lists_what_matched_and_what_did_not(tmp_path):
+    path = _unsupported_model(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "lrpgraph", "inspect", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unsupported: 2 node(s)" in proc.stdout and "Sin" in proc.stdout and "Gemm" in proc.stdout
