@@ -1,7 +1,6 @@
 """lrpgraph eval end to end on a small model, and the dataset readers."""
 
 import json
-import os
 import subprocess
 import sys
 

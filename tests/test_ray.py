@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     from PIL import Image
 
     from export_resnet import build_model, export
-    from lrpgraph.driver import build, build_explainer  # noqa: F401
+    from lrpgraph.driver import build
 
     folder = tmp_path_factory.mktemp("ray")
     model, _ = build_model("resnet18", seed=8)

@@ -2,7 +2,6 @@
 identity skips switched off, bias adds."""
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn.functional as F
