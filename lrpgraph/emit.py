@@ -91,6 +91,16 @@ def add_all(e: Emitter, parts: list, hint="sum"):
     return e.op("Sum", parts, hint=hint)
 
 
+def _annotate(relevance, tensor, e: Emitter):
+    """Give a relevance tensor its forward tensor's shape, batch axis included. ONNX shape
+    inference loses the symbolic batch axis at some rules (Expand, Resize, Where); ORT then
+    cannot prove two relevance tensors equal in shape, keeps Mul out of its NCHWc layout and
+    reorders both operands on every call."""
+    if isinstance(relevance, gs.Variable) and relevance.shape is None and tensor.shape is not None:
+        relevance.shape = list(tensor.shape)
+        relevance.dtype = relevance.dtype or e.dtype
+
+
 def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=None):
     """Propagate ``start`` (relevance at ``facts.logits``) down to the image, or to the
     tensor ``stop`` (Grad-CAM's feature map, Integrated Gradients' path inputs).
@@ -110,8 +120,10 @@ def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=
             continue
         e.scope = f"lrp/{node.name}"
         relevance = add_all(e, parts, hint="fan_in")
+        _annotate(relevance, node.outputs[0], e)
         sent = match.rule.emit(node, relevance, e, facts, config)
         for index, r in sent.items():
+            _annotate(r, node.inputs[index], e)
             incoming[node.inputs[index].name].append(r)
         if probes is not None and any(r is not relevance for r in sent.values()):
             probes.append((node, relevance, sent))

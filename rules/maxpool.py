@@ -50,6 +50,7 @@ class MaxPoolRule(Rule):
             s = e.op("Mul", [e.stabilised_ratio(relevance, avg), e.scalar(0.25)], hint="s4")
             up = e.op("Resize", [s, None, np.array([1, 1, 2, 2], dtype=np.float32)],
                       {"mode": "nearest"}, hint="up")
+            up.shape, up.dtype = a.shape, e.dtype  # check() made the input exactly twice the output
             return {0: e.op("Mul", [a, up], hint="r_in")}
         return {0: route_to_winners(e, node, relevance)}
 

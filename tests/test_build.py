@@ -85,6 +85,37 @@ def test_saved_explainer_is_valid_and_not_doubled(resnets, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r50.lrp.onnx"]  # no temporary left
 
 
+def test_ort_sees_shapes_and_folds_every_weight_transform(resnets, tmp_path):
+    """What the explainer's speed rests on: W+ and the flipped/transposed kernels are
+    constants ORT folds at load (no Relu/Slice/Transpose on weights per call), and every
+    relevance tensor keeps the symbolic batch axis, so ORT can prove operands equal in
+    shape (without that it keeps relevance Muls out of its blocked layout)."""
+    import onnxruntime as ort
+
+    _, path = resnets["resnet18"]
+    explainer, _ = build_explainer(path)
+    inferred = onnx.shape_inference.infer_shapes(explainer)
+    batch = explainer.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    relevance = [v for v in inferred.graph.value_info
+                 if v.name.startswith("lrp/") and v.type.tensor_type.shape.dim
+                 and len(v.type.tensor_type.shape.dim) == 4]
+    assert len(relevance) > 50
+    lost = [v.name for v in relevance if v.type.tensor_type.shape.dim[0].dim_param not in (batch, "")
+            and v.type.tensor_type.shape.dim[0].dim_value != 1]
+    assert not lost, lost[:5]
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(explainer.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(opts.optimized_model_filepath)
+    initializers = {t.name for t in optimized.graph.initializer}
+    on_weights = [n.name for n in optimized.graph.node
+                  if n.op_type in ("Relu", "Slice", "Transpose", "Reshape", "Pad")
+                  and n.input and n.input[0] in initializers]
+    assert not on_weights, on_weights[:5]
+
+
 def test_dynamic_batch(resnets):
     _, path = resnets["resnet18"]
     explainer, _ = build_explainer(path, preset("paper", hq_levels=8))
