@@ -50,7 +50,8 @@ def cmd_build(args):
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
                      full_relevance=args.full_relevance, conservation=args.conservation,
-                     dtype=args.dtype, method=args.method, ig_steps=args.ig_steps)
+                     dtype=args.dtype, method=args.method, ig_steps=args.ig_steps,
+                     target_input=args.target_input)
     pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
     model, report = build_explainer(args.model, config, pre, args.output_name)
     output = args.output or _default_output(args.model)
@@ -185,6 +186,9 @@ def make_parser():
     b.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
     b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16: forward and relevance pass in half precision (GPUs)")
+    b.add_argument("--no-target-input", dest="target_input", action="store_false",
+                   help="explain the predicted class only: no optional target input, so no "
+                        "control flow in the graph (ORT's CUDA graph capture needs that)")
     b.add_argument("--size", type=int, default=224, help="crop size recorded for explain")
     b.add_argument("--resize", type=int, default=256, help="short side before the crop")
     b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406))

@@ -30,6 +30,9 @@ class Config:
     method: str = "lrp"  # lrp (the paper) | a baseline: see METHODS
     epsilon: float = 1e-9  # LRP-epsilon's stabiliser (captum's default)
     ig_steps: int = 32  # Integrated Gradients: path points (right Riemann sum)
+    # False: no optional ``target`` input, so no If node; the predicted class is explained.
+    # A graph without control flow is what ORT's CUDA EP needs to capture a CUDA graph.
+    target_input: bool = True
 
     @property
     def rule_kind(self) -> str:

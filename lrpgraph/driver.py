@@ -323,7 +323,8 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     out.ir_version = model.ir_version
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
-    _optional_target(out.graph, given.name)
+    if config.target_input:
+        _optional_target(out.graph, given.name)
     if scan is not None:
         forward, image_name, chunks_name, logits_name = scan
         scorecam.insert_scan(out, forward, image_name, chunks_name, logits_name)

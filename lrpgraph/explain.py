@@ -227,6 +227,9 @@ class Explainer:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _check_target(self, target, n):
+        if "target" not in {i.name for i in self.session.get_inputs()}:
+            raise LrpGraphError("this explainer was built with --no-target-input and explains the "
+                                "predicted class only; rebuild without that flag to choose targets")
         t = np.asarray(target, dtype=np.int64).reshape(-1)
         if t.size == 1 and n > 1:
             t = np.repeat(t, n)

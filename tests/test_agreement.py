@@ -70,3 +70,15 @@ def test_given_target_is_explained(resnets):
     expected[1] = r1.detach().numpy().sum(1)[0]
     np.testing.assert_array_equal(out["target_used"], [5, predicted, 999])
     assert rel_err(out["relevance_map"], expected) <= TOL
+
+
+def test_authors_style_baseline_computes_the_reference(resnets):
+    """tools/authors_style.py (the benchmark's stand-in for the authors' code) must compute
+    the paper's rules, or its timings would compare different work."""
+    import authors_style
+
+    model, _ = resnets["resnet50"]
+    x = torch.from_numpy(image_batch(2))
+    got = authors_style.explain(model, x).detach().numpy()
+    _, r, _ = reference.lrp(model, x)
+    assert rel_err(got, r.sum(1).detach().numpy()) <= TOL

@@ -116,6 +116,23 @@ def test_ort_sees_shapes_and_folds_every_weight_transform(resnets, tmp_path):
     assert not on_weights, on_weights[:5]
 
 
+def test_build_without_target_input_has_no_control_flow(resnets, tmp_path):
+    from lrpgraph.explain import Explainer
+
+    model, path = resnets["resnet18"]
+    explainer, _ = build_explainer(path, preset("paper", target_input=False))
+    assert [i.name for i in explainer.graph.input] == ["input"]
+    assert not {n.op_type for n in explainer.graph.node} & {"If", "Loop", "Scan", "OptionalHasElement"}
+    x = image_batch(2)
+    out = run(explainer, {"input": x})
+    _, r, _ = reference.lrp(model, torch.from_numpy(x))
+    ref = r.sum(1).detach().numpy()
+    assert np.abs(out["relevance_map"] - ref).max() <= 1e-4 * np.abs(ref).max()
+    save_model(explainer, tmp_path / "untargeted.onnx")
+    with pytest.raises(LrpGraphError, match="no-target-input"):
+        Explainer(str(tmp_path / "untargeted.onnx"), provider="cpu").run(x, target=[1, 2])
+
+
 def test_dynamic_batch(resnets):
     _, path = resnets["resnet18"]
     explainer, _ = build_explainer(path, preset("paper", hq_levels=8))

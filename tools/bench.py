@@ -5,8 +5,10 @@
 
 Rows per batch size: ORT forward of the original model (the baseline), the lrpgraph
 explainer (paper preset), zennit (EpsilonPlusFlat + ResNetCanonizer; a different rule set,
-the one zennit users pick for ResNets) and our PyTorch implementation of the paper's rules
-(tests/reference.py, as the authors' code computes it: one module at a time, in float32).
+the one zennit users pick for ResNets), our lean PyTorch implementation of the paper's rules
+(tests/reference.py, in float32) and the same rules computed as the authors' code computes
+them (tools/authors_style.py: a model copy per call, blocks re-run for the ratio and for
+their inner activations, autograd per conv).
 Each: warm-up, >= 10 timed runs, the median. Seeded ResNet50 weights (timing does not
 depend on them).
 """
@@ -71,9 +73,12 @@ def main(argv=None):
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference")
+    p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference authors")
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16"],
                    help="explainer precisions to time (float16 is meant for GPUs)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA only: also time explainers built with --no-target-input, captured "
+                        "in a CUDA graph (enable_cuda_graph) and run with fixed IO bindings")
     p.add_argument("--workdir", default=os.path.join(ROOT, "exported_models"))
     p.add_argument("--out", help="write the markdown table here too")
     args = p.parse_args(argv)
@@ -106,6 +111,15 @@ def main(argv=None):
         half_paths["forward"] = os.path.join(args.workdir, "bench_resnet50.fp16.onnx")
         save_model(to_float16(canonicalise(load_model(onnx_path))), half_paths["forward"])
 
+    graph_paths = {}
+    if args.cuda_graph:
+        if device != "cuda":
+            p.error("--cuda-graph needs --provider cuda")
+        for dtype in args.dtypes:
+            graph_paths[dtype] = os.path.join(args.workdir, f"bench_resnet50.lrp_graph_{dtype}.onnx")
+            save_model(build_explainer(onnx_path, preset("paper", dtype=dtype, target_input=False))[0],
+                       graph_paths[dtype])
+
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -124,7 +138,20 @@ def main(argv=None):
             binding.bind_output(name, "cuda")
         return lambda: sess.run_with_iobinding(binding)
 
+    def cuda_graph_runner(path, x):
+        """A session per batch size: a captured graph replays fixed shapes and addresses."""
+        sess = ort.InferenceSession(path, opts, providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"})])
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        n = len(x)
+        for name, shape, dtype in (("logits", [n, 1000], np.float32), ("relevance_map", [n, 224, 224], np.float32),
+                                   ("target_used", [n], np.int64)):
+            binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", 0))
+        sess.run_with_iobinding(binding)  # the first run captures the graph
+        return lambda: sess.run_with_iobinding(binding)
+
     rows, checks = [], []
+    import authors_style
     import reference
 
     reference.DTYPE = torch.float32
@@ -149,6 +176,11 @@ def main(argv=None):
             rows.append((n, "ORT forward, float16 model", timed(ort_runner(half["forward"], [forward.get_outputs()[0].name], x), args.runs)))
             rows.append((n, "lrpgraph explainer (ORT, float16)",
                          timed(ort_runner(half["lrp"], ["logits", "relevance_map"], x), args.runs)))
+        for dtype, path in graph_paths.items():
+            try:
+                rows.append((n, f"lrpgraph explainer (ORT, {dtype}, CUDA graph)", timed(cuda_graph_runner(path, x), args.runs)))
+            except Exception as exc:  # ORT refuses capture when a node falls back to the CPU
+                checks.append(f"CUDA graph, {dtype}, batch {n}: not captured: {str(exc).splitlines()[0][:300]}")
         if device == "cuda" and n == args.batches[0]:
             cpu = ort.InferenceSession(lrp_path, opts, providers=["CPUExecutionProvider"])
             a = cpu.run(["relevance_map"], {"input": x})[0]
@@ -173,6 +205,9 @@ def main(argv=None):
         if "reference" not in args.skip:
             rows.append((n, "PyTorch, paper's rules (tests/reference.py)",
                          timed(lambda: reference.lrp(torch_model, xt), max(3, args.runs // 2), 1, sync)))
+        if "authors" not in args.skip:
+            rows.append((n, "PyTorch, the authors' code's structure (tools/authors_style.py)",
+                         timed(lambda: authors_style.explain(torch_model, xt), max(3, args.runs // 2), 1, sync)))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if device == "cuda":
