@@ -79,6 +79,8 @@ def main(argv=None):
     p.add_argument("--cuda-graph", action="store_true",
                    help="CUDA only: also time explainers built with --no-target-input, captured "
                         "in a CUDA graph (enable_cuda_graph) and run with fixed IO bindings")
+    p.add_argument("--cuda-nhwc", action="store_true",
+                   help="CUDA only: also time the explainers with the CUDA EP's prefer_nhwc option")
     p.add_argument("--workdir", default=os.path.join(ROOT, "exported_models"))
     p.add_argument("--out", help="write the markdown table here too")
     args = p.parse_args(argv)
@@ -111,6 +113,8 @@ def main(argv=None):
         half_paths["forward"] = os.path.join(args.workdir, "bench_resnet50.fp16.onnx")
         save_model(to_float16(canonicalise(load_model(onnx_path))), half_paths["forward"])
 
+    if args.cuda_nhwc and device != "cuda":
+        p.error("--cuda-nhwc needs --provider cuda")
     graph_paths = {}
     if args.cuda_graph:
         if device != "cuda":
@@ -137,6 +141,15 @@ def main(argv=None):
         for name in outputs:
             binding.bind_output(name, "cuda")
         return lambda: sess.run_with_iobinding(binding)
+
+    nhwc_sessions = {}
+    for dtype, path in (("float32", lrp_path), ("float16", half_paths.get("lrp"))):
+        if args.cuda_nhwc and path is not None:
+            try:
+                nhwc_sessions[dtype] = ort.InferenceSession(
+                    path, opts, providers=[("CUDAExecutionProvider", {"prefer_nhwc": "1"}), "CPUExecutionProvider"])
+            except Exception as exc:  # builds without NHWC kernels reject the option
+                print(f"bench: prefer_nhwc, {dtype}: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
 
     def cuda_graph_runner(path, x):
         """A session per batch size: a captured graph replays fixed shapes and addresses."""
@@ -176,6 +189,9 @@ def main(argv=None):
             rows.append((n, "ORT forward, float16 model", timed(ort_runner(half["forward"], [forward.get_outputs()[0].name], x), args.runs)))
             rows.append((n, "lrpgraph explainer (ORT, float16)",
                          timed(ort_runner(half["lrp"], ["logits", "relevance_map"], x), args.runs)))
+        for dtype, nhwc in nhwc_sessions.items():
+            rows.append((n, f"lrpgraph explainer (ORT, {dtype}, prefer_nhwc)",
+                         timed(ort_runner(nhwc, ["logits", "relevance_map"], x), args.runs)))
         for dtype, path in graph_paths.items():
             try:
                 rows.append((n, f"lrpgraph explainer (ORT, {dtype}, CUDA graph)", timed(cuda_graph_runner(path, x), args.runs)))
