@@ -45,6 +45,67 @@ def timed(fn, runs, warmup=2, sync=None):
     return statistics.median(times)
 
 
+class PeakMemory:
+    """Working memory of one row: the peak above what was resident when it started (the
+    model already loaded), in MB. CPU: this process's RSS, sampled every millisecond.
+    CUDA: torch's peak allocation for torch rows; for ORT rows the device memory its
+    session's arena grew by (an arena keeps its peak, so the growth is the peak)."""
+
+    def __init__(self, device, torch_row):
+        self.device, self.torch_row = device, torch_row
+
+    @staticmethod
+    def _rss():
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        import threading
+
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            if self.torch_row:
+                torch.cuda.reset_peak_memory_stats()
+                self.base = torch.cuda.memory_allocated()
+            else:
+                free, total = torch.cuda.mem_get_info()
+                self.base = total - free
+            return self
+        try:  # hand freed heap pages back first, or the row reuses them unseen by RSS
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.001):
+                self.peak = max(self.peak, self._rss())
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            if self.torch_row:
+                peak = torch.cuda.max_memory_allocated()
+            else:
+                free, total = torch.cuda.mem_get_info()
+                peak = total - free
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self.peak, self._rss())
+        self.mb = (peak - self.base) / 2**20
+
+
 def _zennit_resnet(ours, device):
     """zennit's ResNet canonizer matches torchvision's block classes; where torchvision is
     missing (its wheel is 5.5 GB here) our identical classes stand in under its name."""
@@ -128,10 +189,11 @@ def main(argv=None):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    forward = ort.InferenceSession(onnx_path, opts, providers=providers)
-    lrp = ort.InferenceSession(lrp_path, opts, providers=providers)
-    assert lrp.get_providers()[0] == providers[0], lrp.get_providers()
-    half = {k: ort.InferenceSession(v, opts, providers=providers) for k, v in half_paths.items()}
+    def session(path, provider_options=None):
+        chosen = [("CUDAExecutionProvider", provider_options or {}), "CPUExecutionProvider"] if device == "cuda" else providers
+        sess = ort.InferenceSession(path, opts, providers=chosen)
+        assert sess.get_providers()[0] == providers[0], sess.get_providers()
+        return sess
 
     def ort_runner(sess, outputs, x):
         if device == "cpu":
@@ -142,26 +204,34 @@ def main(argv=None):
             binding.bind_output(name, "cuda")
         return lambda: sess.run_with_iobinding(binding)
 
-    nhwc_sessions = {}
-    for dtype, path in (("float32", lrp_path), ("float16", half_paths.get("lrp"))):
-        if args.cuda_nhwc and path is not None:
-            try:
-                nhwc_sessions[dtype] = ort.InferenceSession(
-                    path, opts, providers=[("CUDAExecutionProvider", {"prefer_nhwc": "1"}), "CPUExecutionProvider"])
-            except Exception as exc:  # builds without NHWC kernels reject the option
-                print(f"bench: prefer_nhwc, {dtype}: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
-
     def cuda_graph_runner(path, x):
         """A session per batch size: a captured graph replays fixed shapes and addresses."""
         sess = ort.InferenceSession(path, opts, providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"})])
+        return lambda: graph_run(sess, x)
+
+    def graph_run(sess, x):
+        if not hasattr(sess, "bench_binding"):
+            sess.bench_binding = bind_fixed(sess, x)
+            sess.run_with_iobinding(sess.bench_binding)  # the first run captures the graph
+        sess.run_with_iobinding(sess.bench_binding)
+
+    def bind_fixed(sess, x):
         binding = sess.io_binding()
         binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
         n = len(x)
         for name, shape, dtype in (("logits", [n, 1000], np.float32), ("relevance_map", [n, 224, 224], np.float32),
                                    ("target_used", [n], np.int64)):
             binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", 0))
-        sess.run_with_iobinding(binding)  # the first run captures the graph
-        return lambda: sess.run_with_iobinding(binding)
+        return binding
+
+    def measure(n, name, make, runs, warmup=2, torch_row=False):
+        """``make()`` loads what the row needs (a fresh ORT session: its arena starts empty)
+        and returns the call to time."""
+        fn = make()
+        with PeakMemory(device, torch_row) as mem:
+            t = timed(fn, runs, warmup, sync if torch_row else None)
+        rows.append((n, name, t, mem.mb))
+        return t
 
     rows, checks = [], []
     import authors_style
@@ -182,29 +252,35 @@ def main(argv=None):
     sync = torch.cuda.synchronize if device == "cuda" else None
     for n in args.batches:
         x = np.random.default_rng(0).standard_normal((n, 3, 224, 224)).astype(np.float32)
-        base = timed(ort_runner(forward, ["logits"], x), args.runs)
-        rows.append((n, "ORT forward (original model)", base))
-        rows.append((n, "lrpgraph explainer (ORT)", timed(ort_runner(lrp, ["logits", "relevance_map"], x), args.runs)))
-        if half:
-            rows.append((n, "ORT forward, float16 model", timed(ort_runner(half["forward"], [forward.get_outputs()[0].name], x), args.runs)))
-            rows.append((n, "lrpgraph explainer (ORT, float16)",
-                         timed(ort_runner(half["lrp"], ["logits", "relevance_map"], x), args.runs)))
-        for dtype, nhwc in nhwc_sessions.items():
-            rows.append((n, f"lrpgraph explainer (ORT, {dtype}, prefer_nhwc)",
-                         timed(ort_runner(nhwc, ["logits", "relevance_map"], x), args.runs)))
+        ort_row = lambda name, path, outputs, options=None: measure(  # noqa: E731
+            n, name, lambda: ort_runner(session(path, options), outputs, x), args.runs)
+        ort_row("ORT forward (original model)", onnx_path, ["logits"])
+        ort_row("lrpgraph explainer (ORT)", lrp_path, ["logits", "relevance_map"])
+        if half_paths:
+            ort_row("ORT forward, float16 model", half_paths["forward"], ["logits"])
+            ort_row("lrpgraph explainer (ORT, float16)", half_paths["lrp"], ["logits", "relevance_map"])
+        if args.cuda_nhwc:
+            for dtype, path in (("float32", lrp_path), ("float16", half_paths.get("lrp"))):
+                if path is None:
+                    continue
+                try:
+                    ort_row(f"lrpgraph explainer (ORT, {dtype}, prefer_nhwc)", path, ["logits", "relevance_map"],
+                            {"prefer_nhwc": "1"})
+                except Exception as exc:  # builds without NHWC kernels reject the option
+                    checks.append(f"prefer_nhwc, {dtype}, batch {n}: failed: {str(exc).splitlines()[0][:300]}")
         for dtype, path in graph_paths.items():
             try:
-                rows.append((n, f"lrpgraph explainer (ORT, {dtype}, CUDA graph)", timed(cuda_graph_runner(path, x), args.runs)))
+                measure(n, f"lrpgraph explainer (ORT, {dtype}, CUDA graph)", lambda: cuda_graph_runner(path, x), args.runs)
             except Exception as exc:  # ORT refuses capture when a node falls back to the CPU
                 checks.append(f"CUDA graph, {dtype}, batch {n}: not captured: {str(exc).splitlines()[0][:300]}")
         if device == "cuda" and n == args.batches[0]:
             cpu = ort.InferenceSession(lrp_path, opts, providers=["CPUExecutionProvider"])
             a = cpu.run(["relevance_map"], {"input": x})[0]
-            b = lrp.run(["relevance_map"], {"input": x})[0]
+            b = session(lrp_path).run(["relevance_map"], {"input": x})[0]
             checks.append(f"CUDA vs CPU explainer, batch {n}: max |diff| / max |cpu| = "
                           f"{np.abs(a - b).max() / np.abs(a).max():.2e}")
-            if half:
-                c = half["lrp"].run(["relevance_map"], {"input": x})[0]
+            if half_paths:
+                c = session(half_paths["lrp"]).run(["relevance_map"], {"input": x})[0]
                 checks.append(f"CUDA float16 vs CPU float32 explainer, batch {n}: max |diff| / max |cpu| = "
                               f"{np.abs(a - c).max() / np.abs(a).max():.2e}, correlation "
                               f"{np.corrcoef(a.ravel(), c.ravel())[0, 1]:.5f}, finite: {bool(np.isfinite(c).all())}")
@@ -217,13 +293,13 @@ def main(argv=None):
                     out = zmodel(xt)
                     onehot = torch.nn.functional.one_hot(out.argmax(1), 1000).to(out.dtype)
                     attributor(xt, onehot)
-            rows.append((n, "zennit EpsilonPlusFlat + ResNetCanonizer", timed(run_zennit, max(3, args.runs // 2), 1, sync)))
+            measure(n, "zennit EpsilonPlusFlat + ResNetCanonizer", lambda: run_zennit, max(3, args.runs // 2), 1, True)
         if "reference" not in args.skip:
-            rows.append((n, "PyTorch, paper's rules (tests/reference.py)",
-                         timed(lambda: reference.lrp(torch_model, xt), max(3, args.runs // 2), 1, sync)))
+            measure(n, "PyTorch, paper's rules (tests/reference.py)",
+                    lambda: (lambda: reference.lrp(torch_model, xt)), max(3, args.runs // 2), 1, True)
         if "authors" not in args.skip:
-            rows.append((n, "PyTorch, the authors' code's structure (tools/authors_style.py)",
-                         timed(lambda: authors_style.explain(torch_model, xt), max(3, args.runs // 2), 1, sync)))
+            measure(n, "PyTorch, the authors' code's structure (tools/authors_style.py)",
+                    lambda: (lambda: authors_style.explain(torch_model, xt)), max(3, args.runs // 2), 1, True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if device == "cuda":
@@ -232,11 +308,11 @@ def main(argv=None):
         machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"onnxruntime {ort.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     lines = [f"ResNet50, 224x224, {args.provider.upper()} provider — {machine}", "",
-             "| batch | method | median ms / batch | ms / image | images/s | × ORT forward |",
-             "|---:|---|---:|---:|---:|---:|"]
-    baseline = {n: t for n, name, t in rows if name == "ORT forward (original model)"}
-    for n, name, t in rows:
-        lines.append(f"| {n} | {name} | {t * 1e3:.1f} | {t * 1e3 / n:.2f} | {n / t:.1f} | {t / baseline[n]:.2f} |")
+             "| batch | method | median ms / batch | ms / image | images/s | × ORT forward | peak MB above the loaded model |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    baseline = {n: t for n, name, t, _ in rows if name == "ORT forward (original model)"}
+    for n, name, t, mb in rows:
+        lines.append(f"| {n} | {name} | {t * 1e3:.1f} | {t * 1e3 / n:.2f} | {n / t:.1f} | {t / baseline[n]:.2f} | {mb:.0f} |")
     lines += ["", f"Build of the explainer: {build_s:.2f} s. Process peak RSS: {peak_mb:.0f} MB."] + checks
     text = "\n".join(lines)
     print(text)
