@@ -93,7 +93,8 @@ def add_all(e: Emitter, parts: list, hint="sum"):
 
 def _annotate(relevance, tensor, e: Emitter):
     """Give a relevance tensor its forward tensor's shape, batch axis included. ONNX shape
-    inference loses the symbolic batch axis at some rules (Expand, Resize, Where); ORT then
+    inference loses the symbolic batch axis at some rules (a Reshape to -1 x ..., a Resize
+    by scales), and from there on in every tensor computed from it; ORT then
     cannot prove two relevance tensors equal in shape, keeps Mul out of its NCHWc layout and
     reorders both operands on every call."""
     if isinstance(relevance, gs.Variable) and relevance.shape is None and tensor.shape is not None:
