@@ -103,6 +103,8 @@ def cmd_explain(args):
         from dataclasses import replace
 
         ex.preprocess = replace(ex.preprocess, resize=args.resize)
+    if args.target is not None:  # a bad target fails here, before any folder is made
+        ex.check_target(args.target, 1)
     if args.ray is not None:
         from .ray import explain_paths_ray
 

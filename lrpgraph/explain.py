@@ -197,7 +197,7 @@ class Explainer:
         x = self.check_input(x)
         feeds = {self.input_name: x}
         if target is not None:
-            feeds["target"] = self._check_target(target, len(x))
+            feeds["target"] = self.check_target(target, len(x))
         names = ["logits", "relevance_map", "target_used"]
         if hq and "relevance_map_hq" in self.outputs:
             names.append("relevance_map_hq")
@@ -226,7 +226,8 @@ class Explainer:
             raise LrpGraphError("input holds NaN or Inf values; clean the images first")
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def _check_target(self, target, n):
+    def check_target(self, target, n):
+        """``target`` (one class or one per image, -1 = predicted) as the int64[n] feed."""
         if "target" not in {i.name for i in self.session.get_inputs()}:
             raise LrpGraphError("this explainer was built with --no-target-input and explains the "
                                 "predicted class only; rebuild without that flag to choose targets")

@@ -127,3 +127,13 @@ def test_bad_inputs_at_explain_time(effnet):
         ex.run(np.full((1, 3, 224, 224), np.nan, np.float32))
     with pytest.raises(LrpGraphError, match="out of range"):
         ex.run(np.zeros((1, 3, 224, 224), np.float32), target=1000)
+
+
+def test_bad_target_on_the_command_line_fails_before_writing(effnet, photos, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lrpgraph", "explain", effnet[1], str(photos), "-o", str(out),
+           "--provider", "cpu", "--target", "1000"]
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "out of range" in bad.stderr and "Traceback" not in bad.stderr
+    assert not out.exists()
