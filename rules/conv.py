@@ -124,6 +124,15 @@ class ConvZPlus(Rule):
             ones = np.ones((1,) + facts.static_shape(a, "the input", node), dtype=e.dtype)
             z = e.op("Conv", [e.const(ones, "ones"), w_plus], fwd, hint="z")
             s = e.stabilised_ratio(relevance, z)
+            if a is facts.image and not config.full_relevance and tattrs["group"] == 1:
+                # Only the channel sum of R_in reaches the heatmap, and with a = ones it is
+                # the transposed conv with W+ summed over its input channels: one output
+                # channel instead of three.
+                w_sum = e.op("ReduceSum", [w_plus, np.array([1], np.int64)], {"keepdims": 1}, hint="w_plus_sum")
+                w_sum.shape = [w.shape[0], 1] + list(w.shape[2:])
+                summed = adjoint(e, s, w_sum, tattrs)
+                summed.shape, summed.dtype = [a.shape[0], 1] + list(a.shape[2:]), e.dtype
+                return {0: summed}
             return {0: adjoint(e, s, w_plus, tattrs)}
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))],

@@ -35,6 +35,18 @@ def test_matches_reference(resnets, arch, maxpool, variant):
     np.testing.assert_array_equal(out["target_used"], logits.argmax(1).numpy())
 
 
+def test_map_only_explainer_matches_reference(resnets):
+    """Without --full-relevance the first layer transposes with W+ summed over the image's
+    channels, so only the map exists: it must still be the reference's channel sum."""
+    model, path = resnets["resnet50"]
+    explainer, _ = build_explainer(path, preset("paper"))
+    assert "relevance" not in [o.name for o in explainer.graph.output]
+    x = image_batch(2, seed=5)
+    out = run(explainer, {"input": x})
+    _, r, _ = reference.lrp(model, torch.from_numpy(x))
+    assert rel_err(out["relevance_map"], r.sum(1).detach().numpy()) <= TOL
+
+
 @pytest.mark.parametrize("options", [{"first_layer": "zplus"}, {"start": "logit"},
                                      {"eps": 1e-3, "maxpool": "winner"}])
 def test_switches_match_reference(resnets, options):
