@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Rule
-from .linear import describe, epsilon, zplus
+from .linear import EpsilonKind, GradientKind, describe, zplus
 
 
 def explicit_pads(attrs, in_sp, out_sp, k_eff, strides):
@@ -112,6 +112,10 @@ class ConvZPlus(Rule):
             return "w+ (ones input, first layer)"
         return describe(facts.non_negative(node.inputs[0]))
 
+    def backward(self, e, node, facts):
+        tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
+        return lambda s, wt: adjoint(e, s, wt, tattrs)
+
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
         fwd = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
@@ -137,35 +141,15 @@ class ConvZPlus(Rule):
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))],
                                                  fwd, hint="z_eps"),
-                         lambda s, wt: adjoint(e, s, wt, tattrs),
-                         facts.non_negative(a))}
+                         self.backward(e, node, facts), facts.non_negative(a))}
 
 
-class ConvEpsilon(ConvZPlus):
+class ConvEpsilon(EpsilonKind, ConvZPlus):
     """LRP-epsilon: ``R_in = a * conv_transpose(R / (z + eps*sign(z)), W)``, z with bias."""
 
-    kinds = ("epsilon",)
 
-    def describe(self, node, facts, config):
-        return "epsilon"
-
-    def emit(self, node, relevance, e, facts, config):
-        tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
-        return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
-                           lambda s, wt: adjoint(e, s, wt, tattrs), config.epsilon)}
-
-
-class ConvGradient(ConvZPlus):
+class ConvGradient(GradientKind, ConvZPlus):
     """The backward pass: ``G_in = conv_transpose(G, W)``."""
-
-    kinds = ("gradient",)
-
-    def describe(self, node, facts, config):
-        return "gradient"
-
-    def emit(self, node, grad, e, facts, config):
-        tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
-        return {0: adjoint(e, grad, node.inputs[1], tattrs)}
 
 
 RULES = [ConvZPlus(), ConvEpsilon(), ConvGradient()]

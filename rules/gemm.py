@@ -8,7 +8,7 @@ The backward product is one more Gemm with transB flipped, so W+ is never transp
 """
 
 from .base import Rule
-from .linear import describe, epsilon, zplus
+from .linear import EpsilonKind, GradientKind, describe, zplus
 
 
 class GemmZPlus(Rule):
@@ -24,40 +24,29 @@ class GemmZPlus(Rule):
     def describe(self, node, facts, config):
         return describe(facts.non_negative(node.inputs[0]))
 
+    def backward(self, e, node, facts):
+        trans_b, alpha = _attrs(node)
+        return lambda s, wt: e.op("Gemm", [s, wt], {"alpha": alpha, "transB": 1 - trans_b}, hint="c")
+
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
-        trans_b = int(node.attrs.get("transB", 0))
-        alpha = float(node.attrs.get("alpha", 1.0))
+        trans_b, alpha = _attrs(node)
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Gemm", [x, wt, e.scalar(eps)],
                                                  {"alpha": alpha, "beta": 1.0, "transB": trans_b}, hint="z_eps"),
-                         _backward(e, node), facts.non_negative(a))}
+                         self.backward(e, node, facts), facts.non_negative(a))}
 
 
-def _backward(e, node):
-    trans_b, alpha = int(node.attrs.get("transB", 0)), float(node.attrs.get("alpha", 1.0))
-    return lambda s, wt: e.op("Gemm", [s, wt], {"alpha": alpha, "transB": 1 - trans_b}, hint="c")
+def _attrs(node):
+    return int(node.attrs.get("transB", 0)), float(node.attrs.get("alpha", 1.0))
 
 
-class GemmEpsilon(GemmZPlus):
-    kinds = ("epsilon",)
-
-    def describe(self, node, facts, config):
-        return "epsilon"
-
-    def emit(self, node, relevance, e, facts, config):
-        return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
-                           _backward(e, node), config.epsilon)}
+class GemmEpsilon(EpsilonKind, GemmZPlus):
+    pass
 
 
-class GemmGradient(GemmZPlus):
-    kinds = ("gradient",)
-
-    def describe(self, node, facts, config):
-        return "gradient"
-
-    def emit(self, node, grad, e, facts, config):
-        return {0: _backward(e, node)(grad, node.inputs[1])}
+class GemmGradient(GradientKind, GemmZPlus):
+    pass
 
 
 RULES = [GemmZPlus(), GemmEpsilon(), GemmGradient()]

@@ -48,5 +48,31 @@ def epsilon(e, relevance, a, z, w, backward, eps):
     return e.op("Mul", [a, backward(epsilon_ratio(e, relevance, z, eps), w)], hint="r_in")
 
 
+class EpsilonKind:
+    """LRP-epsilon for a linear layer: mixed in before its z+ rule class, which supplies
+    ``backward(e, node, facts)``, the transposed product ``(s, W) -> f^T(s, W)``."""
+
+    kinds = ("epsilon",)
+
+    def describe(self, node, facts, config):
+        return "epsilon"
+
+    def emit(self, node, relevance, e, facts, config):
+        return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
+                           self.backward(e, node, facts), config.epsilon)}
+
+
+class GradientKind:
+    """The backward pass of a linear layer: ``G_in = f^T(G, W)``."""
+
+    kinds = ("gradient",)
+
+    def describe(self, node, facts, config):
+        return "gradient"
+
+    def emit(self, node, grad, e, facts, config):
+        return {0: self.backward(e, node, facts)(grad, node.inputs[1])}
+
+
 def describe(non_negative: bool) -> str:
     return "z+" if non_negative else "z+ (signed input: a+W+ + a-W-)"

@@ -7,7 +7,7 @@ the z+ rule, as for Gemm (SPEC.md section 1).
 """
 
 from .base import Rule
-from .linear import describe, epsilon, zplus
+from .linear import EpsilonKind, GradientKind, describe, zplus
 
 
 class MatMulZPlus(Rule):
@@ -24,37 +24,22 @@ class MatMulZPlus(Rule):
     def describe(self, node, facts, config):
         return describe(facts.non_negative(node.inputs[0]))
 
+    def backward(self, e, node, facts):
+        return lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c")
+
     def emit(self, node, relevance, e, facts, config):
         a, w = node.inputs[0], node.inputs[1]
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Add", [e.op("MatMul", [x, wt], hint="z"), e.scalar(eps)], hint="z_eps"),
-                         _backward(e),
-                         facts.non_negative(a))}
+                         self.backward(e, node, facts), facts.non_negative(a))}
 
 
-def _backward(e):
-    return lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c")
+class MatMulEpsilon(EpsilonKind, MatMulZPlus):
+    pass
 
 
-class MatMulEpsilon(MatMulZPlus):
-    kinds = ("epsilon",)
-
-    def describe(self, node, facts, config):
-        return "epsilon"
-
-    def emit(self, node, relevance, e, facts, config):
-        return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
-                           _backward(e), config.epsilon)}
-
-
-class MatMulGradient(MatMulZPlus):
-    kinds = ("gradient",)
-
-    def describe(self, node, facts, config):
-        return "gradient"
-
-    def emit(self, node, grad, e, facts, config):
-        return {0: _backward(e)(grad, node.inputs[1])}
+class MatMulGradient(GradientKind, MatMulZPlus):
+    pass
 
 
 RULES = [MatMulZPlus(), MatMulEpsilon(), MatMulGradient()]
