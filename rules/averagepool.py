@@ -49,10 +49,8 @@ class AveragePoolZ(Rule):
         a = node.inputs[0]
         shape = facts.static_shape(a, "the input", node)
         if node.op == "GlobalAveragePool" or _covers_whole_map(node, facts):
-            n = int(np.prod(shape[1:]))
-            mean = node.outputs[0]  # the forward pool already is the window mean
-            s = e.op("Div", [e.stabilised_ratio(relevance, mean), e.scalar(n)], hint="s_n")
-            return {0: e.op("Mul", [a, s], hint="r_in")}
+            # the forward pool already is the window mean
+            return {0: mean_rule(e, a, node.outputs[0], relevance, e.scalar(int(np.prod(shape[1:]))), config)}
         channels, kernel = shape[0], list(node.attrs["kernel_shape"])
         ones = np.ones([channels, 1] + kernel, dtype=e.dtype)
         box = e.const(ones, "box")
@@ -75,7 +73,6 @@ class _ConvView:
         self.attrs = dict(node.attrs, kernel_shape=kernel, group=channels)
 
 
-
 class GlobalPoolEpsilon(AveragePoolZ):
     kinds = ("epsilon", "gradient")
 
@@ -86,20 +83,20 @@ class GlobalPoolEpsilon(AveragePoolZ):
         return reason
 
     def describe(self, node, facts, config):
-        return "epsilon" if config.rule_kind == "epsilon" else "gradient"
-
-    def emit(self, node, signal, e, facts, config):
-        a = node.inputs[0]
-        n = e.scalar(int(np.prod(facts.static_shape(a, "the input", node)[1:])))
-        return {0: spread_mean(e, a, node.outputs[0], signal, n, config)}
+        return config.rule_kind
 
 
-def spread_mean(e, a, mean, signal, n, config):
-    """The epsilon or gradient rule of a mean over some axes; ``signal`` broadcasts back."""
+def mean_rule(e, a, mean, signal, n, config):
+    """Every kind's rule of a mean over some axes (``n`` values each), ``mean`` and
+    ``signal`` broadcasting back over them: the z-rule ``a * R / (n * (mean + eps))``,
+    LRP-epsilon with ``eps * sign(mean)``, or the gradient ``G / n``."""
+    if config.rule_kind == "gradient":
+        return e.op("Expand", [e.op("Div", [signal, n], hint="g_n"), e.op("Shape", [a])], hint="g_in")
     if config.rule_kind == "epsilon":
-        s = e.op("Div", [epsilon_ratio(e, signal, mean, config.epsilon), n], hint="s_n")
-        return e.op("Mul", [a, s], hint="r_in")
-    return e.op("Expand", [e.op("Div", [signal, n], hint="g_n"), e.op("Shape", [a])], hint="g_in")
+        ratio = epsilon_ratio(e, signal, mean, config.epsilon)
+    else:
+        ratio = e.stabilised_ratio(signal, mean)
+    return e.op("Mul", [a, e.op("Div", [ratio, n], hint="s_n")], hint="r_in")
 
 
 RULES = [AveragePoolZ(), GlobalPoolEpsilon()]

@@ -1,13 +1,15 @@
 """ReduceMean over the spatial axes (global average pooling as the dynamo exporter and
-TensorFlow write it): the z-rule of GlobalAveragePool (SPEC.md section 1),
+TensorFlow write it): the rules of GlobalAveragePool (SPEC.md section 1), z-rule
 
     R_in = a * R_out / (n * (mean(a) + eps))
 
-with R_out broadcast back over the reduced axes.
+with R_out broadcast back over the reduced axes; LRP-epsilon and the gradient likewise
+(averagepool.mean_rule).
 """
 
 import numpy as np
 
+from .averagepool import mean_rule
 from .base import Rule
 
 
@@ -18,8 +20,9 @@ def _axes(node, facts):
     return node.attrs.get("axes")
 
 
-class ReduceMeanZ(Rule):
+class ReduceMeanRule(Rule):
     op_types = ("ReduceMean",)
+    kinds = ("lrp", "epsilon", "gradient")
 
     def check(self, node, facts, config):
         axes = _axes(node, facts)
@@ -35,29 +38,9 @@ class ReduceMeanZ(Rule):
         return None
 
     def describe(self, node, facts, config):
-        return "z"
-
-    def emit(self, node, relevance, e, facts, config):
-        a = node.inputs[0]
-        rank = len(a.shape)
-        axes = sorted(x % rank for x in _axes(node, facts))
-        n = int(np.prod([a.shape[x] for x in axes]))
-        mean = node.outputs[0]
-        s = e.op("Div", [e.stabilised_ratio(relevance, mean), e.scalar(n)], hint="s_n")
-        if not node.attrs.get("keepdims", 1):
-            s = e.op("Unsqueeze", [s, np.array(axes, dtype=np.int64)], hint="s_keep")
-        return {0: e.op("Mul", [a, s], hint="r_in")}
-
-
-class ReduceMeanEpsilon(ReduceMeanZ):
-    kinds = ("epsilon", "gradient")
-
-    def describe(self, node, facts, config):
-        return "epsilon" if config.rule_kind == "epsilon" else "gradient"
+        return "z" if config.rule_kind == "lrp" else config.rule_kind
 
     def emit(self, node, signal, e, facts, config):
-        from .averagepool import spread_mean
-
         a = node.inputs[0]
         rank = len(a.shape)
         axes = sorted(x % rank for x in _axes(node, facts))
@@ -67,7 +50,7 @@ class ReduceMeanEpsilon(ReduceMeanZ):
             keep = np.array(axes, dtype=np.int64)
             mean = e.op("Unsqueeze", [mean, keep], hint="mean_keep")
             signal = e.op("Unsqueeze", [signal, keep], hint="signal_keep")
-        return {0: spread_mean(e, a, mean, signal, n, config)}
+        return {0: mean_rule(e, a, mean, signal, n, config)}
 
 
-RULES = [ReduceMeanZ(), ReduceMeanEpsilon()]
+RULES = [ReduceMeanRule()]
