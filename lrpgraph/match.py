@@ -138,9 +138,8 @@ class GraphFacts:
             if node.op in _NON_NEGATIVE_OPS:
                 keep = True
             elif node.op == "Clip":
-                lo = node.inputs[1] if len(node.inputs) > 1 and not node.inputs[1].is_empty() else None
-                value = self.const_value(lo) if lo is not None else node.attrs.get("min")
-                keep = value is not None and float(np.asarray(value)) >= 0
+                lo = self.clip_bounds(node)[0]
+                keep = lo is not None and lo >= 0
             elif node.op in _SIGN_KEEPING_OPS:
                 keep = bool(acts) and all(t.name in self._non_negative for t in acts) and all(
                     self._const_non_negative(t) for t in node.inputs
@@ -149,6 +148,17 @@ class GraphFacts:
                 keep = False
             if keep:
                 self._non_negative.update(out.name for out in node.outputs[:1])
+
+    def clip_bounds(self, node: gs.Node) -> tuple:
+        """(min, max) of a Clip, from its inputs (opset 11+) or attributes; -inf / inf where
+        absent, None where computed at run time."""
+        def bound(i, attr, default):
+            if len(node.inputs) > i and not node.inputs[i].is_empty():
+                value = self.const_value(node.inputs[i])
+                return None if value is None else float(np.asarray(value))
+            return float(node.attrs.get(attr, default))
+
+        return bound(1, "min", -np.inf), bound(2, "max", np.inf)
 
     def _const_non_negative(self, tensor) -> bool:
         value = self.const_value(tensor)

@@ -78,7 +78,7 @@ class ActivationGradient(Rule):
     kinds = ("gradient",)
 
     def check(self, node, facts, config):
-        if node.op == "Clip" and None in _clip_bounds(node, facts):
+        if node.op == "Clip" and None in facts.clip_bounds(node):
             return "a Clip whose bounds are computed at run time has no gradient rule here"
         return None
 
@@ -90,23 +90,13 @@ class ActivationGradient(Rule):
         if node.op == "Relu":
             mask = e.op("Greater", [x, zero], hint="active")
         else:
-            lo, hi = _clip_bounds(node, facts)
+            lo, hi = facts.clip_bounds(node)
             mask = e.op("And", [e.op("Greater", [x, e.scalar(lo)]), e.op("Less", [x, e.scalar(hi)])],
                         hint="active")
         g = e.op("Where", [mask, grad, zero], hint="g_in")
         if node.op == "Relu" and config.method == "guided-bp":
             g = e.op("Relu", [g], hint="g_guided")
         return {0: g}
-
-
-def _clip_bounds(node, facts):
-    def value(i, attr, default):
-        if len(node.inputs) > i and not node.inputs[i].is_empty():
-            v = facts.const_value(node.inputs[i])
-            return None if v is None else float(np.asarray(v))
-        return float(node.attrs.get(attr, default))
-
-    return value(1, "min", -np.inf), value(2, "max", np.inf)
 
 
 RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormEpsilon(), BatchNormGradient(),
