@@ -92,8 +92,6 @@ def cmd_explain(args):
 
     pre = None
     if any(v is not None for v in (args.size, args.mean, args.std, args.layout)):
-        from .config import Preprocess
-
         base = Preprocess()
         pre = Preprocess(size=args.size or base.size, resize=args.resize or round((args.size or 224) * 256 / 224),
                          mean=args.mean or base.mean, std=args.std or base.std,

@@ -117,16 +117,14 @@ class Prediction:
     batch_size: int = 32
 
     def __call__(self, images01: np.ndarray) -> np.ndarray:
+        from .explain import probabilities
         from .preprocess import normalise
 
         x = normalise(images01, self.pre)
         name = self.session.get_inputs()[0].name
         out = np.concatenate([self.session.run(None, {name: x[i:i + self.batch_size]})[0]
                               for i in range(0, len(x), self.batch_size)])
-        if self.softmax_head:
-            return out
-        e = np.exp(out - out.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
+        return probabilities(out, self.softmax_head)
 
 
 def _session(model_bytes_or_path, provider="cpu"):

@@ -47,6 +47,22 @@ def heat_quantize(alpha: np.ndarray, levels: int = 8) -> np.ndarray:
     return out
 
 
+def probabilities(scores: np.ndarray, softmax_head: bool) -> np.ndarray:
+    """Class probabilities from a model's output: itself if the model ends in Softmax."""
+    if softmax_head:
+        return scores
+    e = np.exp(scores - scores.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def append_results(folder, lines) -> None:
+    """Add lines to ``folder``/results.jsonl and make them durable before going on."""
+    with open(os.path.join(folder, RESULTS), "a", encoding="utf-8") as fh:
+        fh.writelines(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _providers(provider: str):
     import onnxruntime as ort
 
@@ -99,10 +115,7 @@ class Result:
         """Per image ``name.npy``, ``name.png`` (colour-mapped) and ``name_overlay.png``,
         each written atomically, then one line per image appended to results.jsonl."""
         self.save_files(folder, cmap, alpha)
-        with open(os.path.join(folder, RESULTS), "a", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(self.record(i)) + "\n" for i in range(len(self)))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_results(folder, [json.dumps(self.record(i)) + "\n" for i in range(len(self))])
 
     def save_files(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
         """The per-image files of ``save``, without results.jsonl (Ray workers write these;
@@ -186,6 +199,7 @@ class Explainer:
         self.outputs = [o.name for o in self.session.get_outputs()]
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, inp.shape
+        self.takes_target = "target" in {i.name for i in self.session.get_inputs()}
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")
         self.num_classes = logits.shape[1] if isinstance(logits.shape[1], int) else None
         self.class_names = imagenet_class_names() if self.num_classes == 1000 else None
@@ -204,12 +218,7 @@ class Explainer:
         out = dict(zip(names, self.session.run(names, feeds)))
         if hq and "relevance_map_hq" not in out:
             out["relevance_map_hq"] = heat_quantize(out["relevance_map"], self.config.get("hq_levels") or 8)
-        logits = out["logits"].astype(np.float64)
-        if self.softmax_head:
-            out["probabilities"] = logits
-        else:
-            e = np.exp(logits - logits.max(1, keepdims=True))
-            out["probabilities"] = e / e.sum(1, keepdims=True)
+        out["probabilities"] = probabilities(out["logits"].astype(np.float64), self.softmax_head)
         return out
 
     def check_input(self, x):
@@ -228,7 +237,7 @@ class Explainer:
 
     def check_target(self, target, n):
         """``target`` (one class or one per image, -1 = predicted) as the int64[n] feed."""
-        if "target" not in {i.name for i in self.session.get_inputs()}:
+        if not self.takes_target:
             raise LrpGraphError("this explainer was built with --no-target-input and explains the "
                                 "predicted class only; rebuild without that flag to choose targets")
         t = np.asarray(target, dtype=np.int64).reshape(-1)
@@ -247,7 +256,7 @@ class Explainer:
         N x C x H x W float batch."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
             return self.make_result(self.run(images, target, hq), names or [f"{i}" for i in range(len(images))],
-                                [], [], target)
+                                    [], [])
         if not isinstance(images, (list, tuple)):
             images = [images]
         prepared = [prepare(im, self.preprocess) for im in images]
@@ -255,9 +264,9 @@ class Explainer:
         names = names or [os.path.splitext(os.path.basename(im))[0] if isinstance(im, (str, os.PathLike))
                           else f"image{i}" for i, im in enumerate(images)]
         sources = [os.fspath(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
-        return self.make_result(self.run(x, target, hq), names, [p[1] for p in prepared], sources, target)
+        return self.make_result(self.run(x, target, hq), names, [p[1] for p in prepared], sources)
 
-    def make_result(self, out, names, crops, sources, target):
+    def make_result(self, out, names, crops, sources):
         probs = out["probabilities"]
         classes = probs.argmax(1)
         targets = out["target_used"]
@@ -363,7 +372,7 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
             continue
         x = np.stack([b[2] for b in payload])
         result = explainer.make_result(explainer.run(x, target, hq), [b[1] for b in payload],
-                                   [b[3] for b in payload], [b[0] for b in payload], target)
+                                       [b[3] for b in payload], [b[0] for b in payload])
         result.save(output, cmap=cmap)
         summary.explained += len(payload)
         bar.update(len(payload))

@@ -73,7 +73,7 @@ class _ExplainActor:
             crops.append(crop)
         if good:
             out = self.explainer.run(np.stack(inputs), self.target, self.hq)
-            result = self.explainer.make_result(out, [n for _, n in good], crops, [p for p, _ in good], self.target)
+            result = self.explainer.make_result(out, [n for _, n in good], crops, [p for p, _ in good])
             if self.output:
                 result.save_files(self.output, cmap=self.cmap)
             heat = result.heatmaps_hq if result.heatmaps_hq is not None else result.heatmaps
@@ -105,12 +105,17 @@ def _actor_args(model, provider, num_gpus, concurrency, output=None, hq=False, t
     )
 
 
-def _quiet(ray):
+def _connect(address):
+    """Ray, joined to the cluster at ``address`` ("" or None: a local instance), with Ray
+    Data's progress bars and info logs off."""
     import logging
 
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray
 
 
 def explain_dataset(ds, model, batch_size: int = 8, provider: str = "auto", num_gpus: int | None = None,
@@ -143,10 +148,7 @@ class _ScoreActor:
 def score_on_ray(scorer_args, items, address, workers=None) -> list:
     """``lrpgraph eval --ray``: images spread over actors that each hold a Scorer; the
     records come back to the driver, which writes the tables."""
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
-    _quiet(ray)
+    ray = _connect(address)
     workers = workers or int(ray.cluster_resources().get("CPU", 1))
     ds = ray.data.from_items([{"path": os.path.abspath(p), "label": int(l), "index": i}
                               for i, (p, l) in enumerate(items)])
@@ -162,12 +164,9 @@ def score_on_ray(scorer_args, items, address, workers=None) -> list:
 def explain_paths_ray(model, paths, output, address=None, target=None, hq=False, batch_size=8,
                       overwrite=False, provider="auto", workers=None, cmap="jet", preprocess=None):
     """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one."""
-    from .explain import RESULTS, compact_results, pending_images
+    from .explain import append_results, compact_results, pending_images
 
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
-    _quiet(ray)
+    ray = _connect(address)
     output = os.path.abspath(output)
     items, summary = pending_images(paths, output, overwrite)
     if not items:
@@ -187,10 +186,7 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
         else:
             lines.append(row["record"] + "\n")
             summary.explained += 1
-    with open(os.path.join(output, RESULTS), "a", encoding="utf-8") as fh:
-        fh.writelines(lines)
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_results(output, lines)
     if overwrite:
         compact_results(output)
     return summary
