@@ -29,15 +29,17 @@ def auc(p: np.ndarray) -> float:
     return float((p.sum() - p[0] / 2 - p[-1] / 2) / (len(p) - 1))
 
 
+def paper_steps(total: int, step: int = 500) -> np.ndarray:
+    """The paper's k per point: ``min(step*(i+1), total-1)`` for ``ceil(total/step)`` points."""
+    return np.minimum(step * (np.arange(math.ceil(total / step)) + 1), total - 1)
+
+
 def paper_masks(attribution: np.ndarray, step: int = 500) -> np.ndarray:
     """Boolean masks (n, H, W): the pixels inserted (or deleted) at each point."""
     flat = attribution.ravel()
-    total = flat.size
-    order = np.sort(flat)[::-1]
-    n = math.ceil(total / step)
-    ks = np.minimum(step * (np.arange(n) + 1), total - 1)
-    thresholds = order[ks]
-    return (flat[None, :] >= thresholds[:, None]).reshape((n,) + attribution.shape)
+    ks = paper_steps(flat.size, step)
+    thresholds = np.sort(flat)[::-1][ks]
+    return (flat[None, :] >= thresholds[:, None]).reshape((len(ks),) + attribution.shape)
 
 
 def exact_masks(attribution: np.ndarray, ks, rng: np.random.Generator) -> np.ndarray:
@@ -92,8 +94,7 @@ def perturbation_curves(predict, image01: np.ndarray, attribution: np.ndarray, l
     if protocol == "paper":
         return Curves(*run(paper_masks(attribution, step), black, black, label))
     if protocol == "tie-robust":
-        n = math.ceil(total / step)
-        ks = np.minimum(step * (np.arange(n) + 1), total - 1)
+        ks = paper_steps(total, step)
         curves = [run(exact_masks(attribution, ks, np.random.default_rng(s)), black, black, label)
                   for s in seeds]
         return Curves(np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0))
