@@ -17,6 +17,11 @@ def image_batch(n, size=224, seed=1):
     return ((x - MEAN) / STD).astype(np.float32)
 
 
+def rel_err(got, ref):
+    """max |got - ref| / max |ref|: how every explainer output is held to its oracle."""
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
 def session(model):
     import onnxruntime as ort
 

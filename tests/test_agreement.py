@@ -7,15 +7,11 @@ import pytest
 import torch
 
 import reference
-from conftest import image_batch, run
+from conftest import image_batch, rel_err, run
 from lrpgraph import VARIANTS, preset
 from lrpgraph.driver import build_explainer
 
 TOL = 1e-4
-
-
-def rel_err(got, ref):
-    return float(np.abs(got - ref).max() / np.abs(ref).max())
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import reference
-from conftest import image_batch, run
+from conftest import image_batch, rel_err, run
 from lrpgraph import preset
 from lrpgraph.driver import build_explainer
 
@@ -30,10 +30,6 @@ def explain(resnets, method, x, **options):
     explainer, _ = build_explainer(resnets["resnet18"][1],
                                    preset("paper", method=method, full_relevance=method != "gradcam", **options))
     return run(explainer, {"input": x})
-
-
-def rel_err(got, ref):
-    return float(np.abs(got - ref).max() / np.abs(ref).max())
 
 
 @pytest.mark.parametrize("method", ["gradient", "gradxinput", "guided-bp"])
