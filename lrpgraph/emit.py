@@ -29,6 +29,9 @@ class Emitter:
         self.tiny = self.dtype.type(1e-30) if self.dtype == np.float32 else None
         self.scope = "lrp"
         self._count = defaultdict(int)
+        # relevance tensor name -> activation it is a multiple of, so exactly 0 wherever that
+        # activation is (add.py's ratio split reads it)
+        self.zero_where: dict[str, gs.Tensor] = {}
 
     def _name(self, hint: str) -> str:
         base = f"{self.scope}/{hint}"
@@ -69,6 +72,10 @@ class Emitter:
                            {"keepdims": int(keepdims)}, hint)
         return self.op(op_type, [x], {"axes": axes, "keepdims": int(keepdims)}, hint)
 
+    def scaled(self, a, c):
+        """Relevance ``a * c``, multiplied out where the parts at ``a`` meet (:class:`Scaled`)."""
+        return Scaled(a, c)
+
     def stabilised_ratio(self, relevance, z, hint="s"):
         """``R / (z + eps)``, eps added plainly, not with the sign of z (SPEC.md section 1)."""
         return self.op("Div", [relevance, self.op("Add", [z, self.scalar(self.eps)], hint="z_eps")],
@@ -85,10 +92,43 @@ class Emitter:
         return self.reduce("ReduceSum", x, list(range(1, rank)), keepdims=False, hint=hint)
 
 
+class Scaled:
+    """Relevance ``a * c`` with the product left for the fan-in. Most rules end in ``R_in =
+    a * c`` (the activation times a backward signal); where several of them meet at one
+    tensor (a block input read by the first conv, the skip and a projection), one
+    multiplication serves them all: ``a * (c1 + c2 + ...)``, a full pass over the block-sized
+    tensor saved per extra consumer."""
+
+    __slots__ = ("a", "c")
+
+    def __init__(self, a: gs.Tensor, c: gs.Tensor):
+        self.a, self.c = a, c
+
+
+def _chain(e: Emitter, parts: list, hint: str):
+    # pairwise Adds, not one Sum: ORT's CPU Sum is slower than Add for two inputs
+    total = parts[0]
+    for part in parts[1:]:
+        total = e.op("Add", [total, part], hint=hint)
+    return total
+
+
 def add_all(e: Emitter, parts: list, hint="sum"):
-    if len(parts) == 1:
-        return parts[0]
-    return e.op("Sum", parts, hint=hint)
+    """The sum of relevance parts, each a tensor or a :class:`Scaled`; parts scaled by the
+    same activation share one multiplication."""
+    plain, by_activation = [], {}
+    for part in parts:
+        if isinstance(part, Scaled):
+            by_activation.setdefault(id(part.a), (part.a, []))[1].append(part.c)
+        else:
+            plain.append(part)
+    for a, signals in by_activation.values():
+        signal = _chain(e, signals, hint="c_sum")
+        product = e.op("Mul", [a, signal], hint="r_in")
+        _annotate(product, a, e)
+        e.zero_where[product.name] = a
+        plain.append(product)
+    return _chain(e, plain, hint)
 
 
 def _annotate(relevance, tensor, e: Emitter):
@@ -124,7 +164,10 @@ def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=
         _annotate(relevance, node.outputs[0], e)
         sent = match.rule.emit(node, relevance, e, facts, config)
         for index, r in sent.items():
-            _annotate(r, node.inputs[index], e)
+            if probes is not None and isinstance(r, Scaled):
+                sent[index] = r = add_all(e, [r])  # the probe sums it
+            if not isinstance(r, Scaled):  # a Scaled's c may broadcast: its product is annotated
+                _annotate(r, node.inputs[index], e)
             incoming[node.inputs[index].name].append(r)
         if probes is not None and any(r is not relevance for r in sent.values()):
             probes.append((node, relevance, sent))

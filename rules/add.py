@@ -10,6 +10,11 @@ Table 2):
     symmetric:  R_s = R_m = R / 2
     identity_skip=False: an identity skip gets nothing, R_m = R (variants i, iii)
 
+Where the relevance arriving is a multiple of h or of Relu(h) (every ResNet block: the
+next rules are z-rules, R = a * c), it is 0 wherever both operands are, so the even split
+there is 0 to each and the ratio is computed as ``P = R / (|h_s| + |h_m|)`` once with
+``R_s = |h_s| * P``, ``R_m = |h_m| * P`` left as products for the fan-in.
+
 An Add with one constant operand (a bias, a folded BN shift) is no merge: relevance passes
 to the other operand unchanged.
 
@@ -25,6 +30,16 @@ def _abs(e, facts, t):
     """|t|, skipped where the graph shows t is never negative (after Relu, ReLU6, ...): Abs
     is a costly no-op there on ORT's CPU provider."""
     return t if facts.non_negative(t) else e.op("Abs", [t], hint="abs")
+
+
+def _multiple_of(e, relevance, h):
+    """``h`` or ``Relu(h)`` where ``relevance`` is known to be a multiple of it, hence 0
+    wherever ``h`` is (what every z-rule and LRP-epsilon rule above a merge sends down);
+    else None."""
+    a = e.zero_where.get(relevance.name)
+    if a is h or (a is not None and any(p.op == "Relu" and p.inputs[0] is h for p in a.inputs)):
+        return a
+    return None
 
 
 class AddRule(Rule):
@@ -61,7 +76,24 @@ class AddRule(Rule):
         if config.split == "symmetric":
             r_s = e.op("Mul", [relevance, e.scalar(0.5)], hint="r_skip")
         else:
-            abs_s, abs_m = _abs(e, facts, node.inputs[k_s]), _abs(e, facts, node.inputs[k_m])
+            abs_s = _abs(e, facts, node.inputs[k_s])
+            a = _multiple_of(e, relevance, node.outputs[0]) if e.tiny is not None else None
+            if a is not None:
+                # R is 0 wherever h is, so where both operands are 0 an even split is 0 to
+                # each and the plain ratio needs no stand-in numerators: R/den once, and each
+                # part left as a product for the fan-in (the skip's shares its Mul with the
+                # block's first conv: x * (R/den + c1)).
+                if a is node.outputs[0]:
+                    abs_m = _abs(e, facts, node.inputs[k_m])
+                else:
+                    # a = Relu(h) = h_s + h_m wherever R can be nonzero (elsewhere any finite
+                    # value does): reading a - h_s instead of h_m leaves h_m one reader, so ORT
+                    # fuses the forward Add + Relu into the branch's last conv.
+                    abs_m = e.op("Abs", [e.op("Sub", [a, node.inputs[k_s]], hint="branch")], hint="abs")
+                den = e.op("Add", [e.op("Add", [abs_s, abs_m]), e.scalar(2 * e.tiny)], hint="den")
+                per_unit = e.op("Div", [relevance, den], hint="r_per_unit")
+                return {k_s: e.scaled(abs_s, per_unit), k_m: e.scaled(abs_m, per_unit)}
+            abs_m = _abs(e, facts, node.inputs[k_m])
             if e.tiny is not None:
                 # (|h_s| + t) / (|h_s| + |h_m| + 2t) with t far below any activation:
                 # exactly 1/2 where both are 0, the plain ratio elsewhere; cheaper on ORT's
@@ -89,7 +121,7 @@ class AddEpsilon(AddRule):
 
     def emit(self, node, relevance, e, facts, config):
         s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
-        return {i: e.op("Mul", [node.inputs[i], s], hint=f"r_in{i}") for i in facts.activations(node)}
+        return {i: e.scaled(node.inputs[i], s) for i in facts.activations(node)}
 
 
 class AddGradient(AddRule):

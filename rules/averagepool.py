@@ -61,7 +61,7 @@ class AveragePoolZ(Rule):
         s = e.op("Div", [relevance, e.op("Add", [window_sum, n_eps])], hint="s")
         tattrs = transpose_attrs(_ConvView(node, kernel, channels), facts, [channels, 1] + kernel)
         c = e.op("ConvTranspose", [s, box], tattrs, hint="c")
-        return {0: e.op("Mul", [a, c], hint="r_in")}
+        return {0: e.scaled(a, c)}
 
 
 class _ConvView:
@@ -96,7 +96,7 @@ def mean_rule(e, a, mean, signal, n, config):
         ratio = epsilon_ratio(e, signal, mean, config.epsilon)
     else:
         ratio = e.stabilised_ratio(signal, mean)
-    return e.op("Mul", [a, e.op("Div", [ratio, n], hint="s_n")], hint="r_in")
+    return e.scaled(a, e.op("Div", [ratio, n], hint="s_n"))
 
 
 RULES = [AveragePoolZ(), GlobalPoolEpsilon()]

@@ -22,7 +22,7 @@ def zplus(e, relevance, a, w, forward, backward, non_negative: bool):
     w_plus = e.positive_part(w)
     if non_negative:
         s = e.op("Div", [relevance, forward(a, w_plus, e.eps)], hint="s")
-        return e.op("Mul", [a, backward(s, w_plus)], hint="r_in")
+        return e.scaled(a, backward(s, w_plus))
     zero = e.scalar(0.0)
     a_pos = e.op("Relu", [a], hint="a_pos")
     a_neg = e.op("Min", [a, zero], hint="a_neg")
@@ -45,7 +45,7 @@ def epsilon_ratio(e, relevance, z, epsilon):
 def epsilon(e, relevance, a, z, w, backward, eps):
     """LRP-epsilon: ``z`` is the layer's own output (bias included: it absorbs its share),
     ``R_in = a * f^T(R / (z + eps*sign(z)), W)``."""
-    return e.op("Mul", [a, backward(epsilon_ratio(e, relevance, z, eps), w)], hint="r_in")
+    return e.scaled(a, backward(epsilon_ratio(e, relevance, z, eps), w))
 
 
 class EpsilonKind:

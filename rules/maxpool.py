@@ -51,7 +51,7 @@ class MaxPoolRule(Rule):
             up = e.op("Resize", [s, None, np.array([1, 1, 2, 2], dtype=np.float32)],
                       {"mode": "nearest"}, hint="up")
             up.shape, up.dtype = a.shape, e.dtype  # check() made the input exactly twice the output
-            return {0: e.op("Mul", [a, up], hint="r_in")}
+            return {0: e.scaled(a, up)}
         return {0: route_to_winners(e, node, relevance)}
 
 
@@ -86,7 +86,7 @@ class MaxPoolEpsilon(MaxPoolRule):
 
     def emit(self, node, relevance, e, facts, config):
         s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
-        return {0: e.op("Mul", [node.inputs[0], route_to_winners(e, node, s)], hint="r_in")}
+        return {0: e.scaled(node.inputs[0], route_to_winners(e, node, s))}
 
 
 class MaxPoolGradient(MaxPoolEpsilon):

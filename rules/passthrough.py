@@ -59,7 +59,7 @@ class BatchNormEpsilon(Rule):
     def emit(self, node, relevance, e, facts, config):
         s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
         c = e.op("Mul", [s, _bn_scale(node, e)], hint="c")
-        return {0: e.op("Mul", [node.inputs[0], c], hint="r_in")}
+        return {0: e.scaled(node.inputs[0], c)}
 
 
 class BatchNormGradient(Rule):

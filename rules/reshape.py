@@ -13,7 +13,10 @@ class ReshapeBack(Rule):
 
     def emit(self, node, relevance, e, facts, config):
         a = node.inputs[0]
-        return {0: e.op("Reshape", [relevance, e.op("Shape", [a])], hint="r_in")}
+        r_in = e.op("Reshape", [relevance, e.op("Shape", [a])], hint="r_in")
+        if e.zero_where.get(relevance.name) is node.outputs[0]:
+            e.zero_where[r_in.name] = a  # a multiple of the output, reshaped: one of the input
+        return {0: r_in}
 
 
 RULES = [ReshapeBack()]

@@ -42,7 +42,7 @@ def timed(fn, runs, warmup=2, sync=None):
         if sync:
             sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times) if times else None
 
 
 class PeakMemory:
@@ -228,8 +228,11 @@ def main(argv=None):
         """``make()`` loads what the row needs (a fresh ORT session: its arena starts empty)
         and returns the call to time."""
         fn = make()
+        # memory over the warm-up runs (a fresh session's first calls size its arena), time
+        # after: the sampling thread would otherwise take CPU from the timed calls
         with PeakMemory(device, torch_row) as mem:
-            t = timed(fn, runs, warmup, sync if torch_row else None)
+            timed(fn, 0, warmup, sync if torch_row else None)
+        t = timed(fn, runs, 0, sync if torch_row else None)
         rows.append((n, name, t, mem.mb))
         return t
 

@@ -6,6 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import run
+from lrpgraph import preset
+from lrpgraph.driver import build_explainer
 from tiny import EPS, assert_close, explain, head_relevance, model
 
 # x -> Relu -> a ; branch: a -> Conv(w) -> Mul(k) -> m ; h = a + m in either order.
@@ -15,20 +18,23 @@ BLOCK = """a = Relu (x)
         h = Add ({first}, {second})"""
 
 
-def _block(order, k_scale=1.0, seed=0):
+def _block(order, k_scale=1.0, seed=0, relu=False):
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((3, 3, 3, 3)).astype(np.float32)
     k = (rng.standard_normal((1, 3, 1, 1)) * k_scale).astype(np.float32)
-    m, fw = model(BLOCK.format(first=order[0], second=order[1]), (3, 4, 4), (3, 4, 4), {"w": w, "k": k})
+    body = BLOCK.format(first=order[0], second=order[1])
+    if relu:  # the merge feeds a Relu, as in every ResNet block
+        body = body.replace("h = Add", "s = Add") + "\n        h = Relu (s)"
+    m, fw = model(body, (3, 4, 4), (3, 4, 4), {"w": w, "k": k})
     return m, fw, w, k
 
 
-def _reference(x, w, k, fw, split, identity_skip):
+def _reference(x, w, k, fw, split, identity_skip, relu=False):
     a = np.maximum(x, 0).astype(np.float64)
     at = torch.from_numpy(a).requires_grad_(True)
     wp = torch.from_numpy(w).double().clamp(min=0)
     mm = F.conv2d(torch.from_numpy(a), torch.from_numpy(w).double(), padding=1).numpy() * k
-    r = head_relevance(mm + a, fw)
+    r = head_relevance(np.maximum(mm + a, 0) if relu else mm + a, fw)
     if not identity_skip:
         r_s, r_m = 0.0, r
     elif split == "symmetric":
@@ -66,6 +72,26 @@ def test_ratio_split_never_nan_when_both_operands_are_zero():
     (add,) = [key[7:-4] for key in out if key.startswith("relsum/Add") and key.endswith("/out")]
     # 0/0 positions split evenly: what enters the merge leaves it in full.
     np.testing.assert_allclose(out[f"relsum/{add}/in"], r.sum((1, 2, 3)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("k_scale", [1.0, 0.0])
+def test_ratio_split_above_a_relu(k_scale):
+    """A merge whose relevance comes down through a Relu gets 0 wherever the merge output
+    is <= 0, so the split may read Relu(h) - h_s for the branch: the same relevance, the
+    branch output then read by the forward Add alone (ORT fuses Add + Relu into the conv),
+    and the 0/0 positions (k_scale=0: the branch is 0, the skip mostly 0) stay finite."""
+    m, fw, w, k = _block(("m", "a"), k_scale=k_scale, relu=True)
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    explainer, _ = build_explainer(m, preset("paper", full_relevance=True, first_layer="zplus",
+                                             conservation=True))
+    out = run(explainer, {"input": x})
+    assert np.isfinite(out["relevance"]).all()
+    ref, r = _reference(x, w, k, fw, "ratio", True, relu=True)
+    assert_close(out["relevance"], ref)
+    (add,) = [key[7:-4] for key in out if key.startswith("relsum/Add") and key.endswith("/out")]
+    np.testing.assert_allclose(out[f"relsum/{add}/in"], r.sum((1, 2, 3)), rtol=1e-5)
+    readers = [n.op_type for n in explainer.graph.node if "m" in n.input]
+    assert readers == ["Add"], readers
 
 
 def test_bias_add_passes_relevance():
