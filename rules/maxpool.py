@@ -48,8 +48,11 @@ class MaxPoolRule(Rule):
         if config.maxpool == "avg2x2":
             avg = e.op("AveragePool", [a], {"kernel_shape": [2, 2], "strides": [2, 2]}, hint="avg")
             s = e.op("Mul", [e.stabilised_ratio(relevance, avg), e.scalar(0.25)], hint="s4")
+            # asymmetric + floor: for a scale of 2 the same copies as the defaults, and the
+            # form ORT runs in its blocked (NCHWc) layout, ~2x faster on the CPU
             up = e.op("Resize", [s, None, np.array([1, 1, 2, 2], dtype=np.float32)],
-                      {"mode": "nearest"}, hint="up")
+                      {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                       "nearest_mode": "floor"}, hint="up")
             up.shape, up.dtype = a.shape, e.dtype  # check() made the input exactly twice the output
             return {0: e.scaled(a, up)}
         return {0: route_to_winners(e, node, relevance)}
