@@ -18,9 +18,13 @@ for all of it:
 Same rules as SPEC.md's ``paper`` preset, variant (iv): the result equals tests/reference.py
 (checked in tests/test_agreement.py). Two things are not reproduced: the start relevance is
 each sample's own target (the authors' code writes every sample's top class into every
-row), and a 0/0 ratio splits evenly instead of giving NaN. Its ``relevance_filter`` (a
-top-k over every layer's relevance, a no-op at the 100 % it is called with) is left out
-too, which makes this baseline faster than the original, not slower.
+row), and a 0/0 ratio splits evenly instead of giving NaN. Its ``relevance_filter`` is left
+out too: called at 100 % (``rel_pass_ratio=1.0``), the top-k filter it comes from
+(kaifishr/PyTorchRelevancePropagation) returns the relevance untouched, so it costs about
+nothing (the authors' own lrp_filter.py was not in the copy we read).
+
+Its visualize.py explains one image per call (a batch-1 loader; batched, its start
+relevance is wrong), so tools/bench.py also times this code on one image at a time.
 """
 
 from __future__ import annotations
