@@ -90,8 +90,12 @@ def test_ratio_split_above_a_relu(k_scale):
     assert_close(out["relevance"], ref)
     (add,) = [key[7:-4] for key in out if key.startswith("relsum/Add") and key.endswith("/out")]
     np.testing.assert_allclose(out[f"relsum/{add}/in"], r.sum((1, 2, 3)), rtol=1e-5)
-    readers = [n.op_type for n in explainer.graph.node if "m" in n.input]
+    plain, _ = build_explainer(m, preset("paper", first_layer="zplus"))  # no probes
+    readers = [n.op_type for n in plain.graph.node if "m" in n.input]
     assert readers == ["Add"], readers
+    # the skip's share and the conv's meet at a: one product a * (P + c), not two
+    products = [n for n in plain.graph.node if n.op_type == "Mul" and "a" in n.input]
+    assert len(products) == 1, [n.name for n in products]
 
 
 def test_bias_add_passes_relevance():
