@@ -23,6 +23,8 @@ CASES = [  # size, channels out, kernel, stride, pads, dilation, group
     (8, 4, 3, 1, 2, 2, 1),   # dilated
     (8, 6, 3, 1, 1, 1, 3),   # grouped
     (8, 6, 3, 2, 1, 1, 6),   # depthwise (EfficientNet)
+    (8, 6, 5, 2, 2, 1, 6),   # depthwise 5x5
+    (9, 6, 3, 2, 1, 1, 6),   # depthwise on an odd size
     (8, 4, 7, 2, 3, 1, 1),   # ResNet's first conv
 ]
 
@@ -46,6 +48,20 @@ def test_conv_rule_matches_autograd_reference(size, cout, k, stride, pad, dil, g
     # is the plain z+ on this non-negative x.
     assert [r for _, op, r in report.rules if op == "Conv"] == [
         "w+ (ones input, first layer)" if first_layer == "ones" else "z+ (signed input: a+W+ + a-W-)"]
+
+
+def test_strided_depthwise_with_asymmetric_pads():
+    """EfficientNet's static 'same' padding: a stride-2 depthwise 5x5 with pads 1 before,
+    2 after."""
+    w = np.random.default_rng(0).standard_normal((16, 1, 5, 5)).astype(np.float32)
+    body = "a = Relu (x)\n        h = Conv <strides = [2, 2], pads = [1, 1, 2, 2], group = 16> (a, w)"
+    m, fw = model(body, (16, 8, 8), (16, 4, 4), {"w": w})
+    x = np.random.default_rng(1).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    ap = np.pad(np.maximum(x, 0), ((0, 0), (0, 0), (1, 2), (1, 2)))
+    h = F.conv2d(torch.from_numpy(ap), torch.from_numpy(w), None, 2, 0, 1, 16).numpy()
+    ref = torch_zplus(ap, w, head_relevance(h, fw), 2, 0, 1, 16, False)[:, :, 1:9, 1:9]
+    out, _ = explain(m, x, first_layer="zplus")
+    assert_close(out["relevance"], ref)
 
 
 def test_signed_input_takes_both_positive_contributions():
