@@ -26,5 +26,6 @@ class Rule:
         return type(self).__name__
 
     def emit(self, node, relevance, e, facts, config) -> dict:
-        """Return {input index: relevance tensor} for the inputs in relevance_inputs."""
+        """Return {input index: relevance} for the inputs in relevance_inputs: a tensor, or
+        ``e.scaled(a, c)`` for ``a * c``, multiplied out where the parts at ``a`` meet."""
         raise NotImplementedError
