@@ -90,6 +90,7 @@ class AddRule(Rule):
                     # value does): reading a - h_s instead of h_m leaves h_m one reader, so ORT
                     # fuses the forward Add + Relu into the branch's last conv.
                     abs_m = e.op("Abs", [e.op("Sub", [a, node.inputs[k_s]], hint="branch")], hint="abs")
+                # 2t only keeps 0/0 (R = 0 there) out of the Div
                 den = e.op("Add", [e.op("Add", [abs_s, abs_m]), e.scalar(2 * e.tiny)], hint="den")
                 per_unit = e.op("Div", [relevance, den], hint="r_per_unit")
                 return {k_s: e.scaled(abs_s, per_unit), k_m: e.scaled(abs_m, per_unit)}
