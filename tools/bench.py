@@ -30,9 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests")]  # lrpgraph itself: installed
 
 
-def timed(fn, runs, warmup=2, sync=None):
-    for _ in range(warmup):
-        fn()
+def timed(fn, runs, sync=None):
+    """The median of ``runs`` calls of an already warmed-up ``fn``."""
     if sync:
         sync()
     times = []
@@ -42,7 +41,7 @@ def timed(fn, runs, warmup=2, sync=None):
         if sync:
             sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) if times else None
+    return statistics.median(times)
 
 
 class PeakMemory:
@@ -231,8 +230,9 @@ def main(argv=None):
         # memory over the warm-up runs (a fresh session's first calls size its arena), time
         # after: the sampling thread would otherwise take CPU from the timed calls
         with PeakMemory(device, torch_row) as mem:
-            timed(fn, 0, warmup, sync if torch_row else None)
-        t = timed(fn, runs, 0, sync if torch_row else None)
+            for _ in range(warmup):
+                fn()
+        t = timed(fn, runs, sync if torch_row else None)
         rows.append((n, name, t, mem.mb))
         return t
 
