@@ -14,7 +14,7 @@ LRP-epsilon (whole-map pools): ``R_in = a * (R / (mean + eps*sign(mean))) / n``;
 import numpy as np
 
 from .base import Rule
-from .conv import transpose_attrs
+from .conv import adjoint, transpose_attrs
 from .linear import epsilon_ratio
 
 
@@ -60,8 +60,7 @@ class AveragePoolZ(Rule):
         n_eps = e.scalar(float(np.prod(kernel)) * float(e.eps))
         s = e.op("Div", [relevance, e.op("Add", [window_sum, n_eps])], hint="s")
         tattrs = transpose_attrs(_ConvView(node, kernel, channels), facts, [channels, 1] + kernel)
-        c = e.op("ConvTranspose", [s, box], tattrs, hint="c")
-        return {0: e.scaled(a, c)}
+        return {0: e.scaled(a, adjoint(e, s, box, tattrs))}
 
 
 class _ConvView:

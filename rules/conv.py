@@ -58,16 +58,57 @@ def transpose_attrs(node, facts, weight_shape):
 
 
 def adjoint(e, s, w, tattrs):
-    """``conv_transpose(s, w)``. For stride 1 it is a plain Conv of ``s`` with the kernel
-    flipped and its in/out channels swapped (pads ``d*(k-1) - p``): ORT's CPU Conv is several
-    times faster than its ConvTranspose. The kernel transform is on initializers only, so
-    ORT folds it once at load."""
-    kernel, dil, pads = tattrs["kernel_shape"], tattrs["dilations"], tattrs["pads"]
+    """``conv_transpose(s, w)``, in the form ORT's CPU runs fastest: its ConvTranspose is
+    GEMM + col2im, and for a depthwise kernel one small GEMM per channel.
+
+    - stride 1: a plain Conv with the kernel flipped and its in/out channels swapped (pads
+      ``d*(k-1) - p``);
+    - strided 1x1 without pads (a projection skip): that Conv at the low resolution, then
+      zeros inserted between the rows and columns;
+    - strided depthwise (EfficientNet): zeros inserted into ``s``, then the flipped stride-1
+      depthwise Conv at the full resolution (4x its multiply-adds, which a depthwise conv
+      has few of).
+
+    Zeros go in with a 1x1 depthwise ConvTranspose of ones, which ORT runs at memory speed
+    (a 6-D Pad takes 8x as long). A dense strided kxk kernel keeps ConvTranspose: inserting
+    zeros first would give its conv 4x the multiply-adds. Kernel transforms are on
+    initializers only, so ORT folds them once at load."""
+    kernel, dil, pads, strides = (tattrs[k] for k in ("kernel_shape", "dilations", "pads", "strides"))
     n = len(kernel)
-    new_pads = [d * (k - 1) - p for k, d, p in zip(kernel * 2, dil * 2, pads)]
-    if any(st != 1 for st in tattrs["strides"]) or any(p < 0 for p in new_pads):
+    if all(st == 1 for st in strides):
+        new_pads = [d * (k - 1) - p for k, d, p in zip(kernel * 2, dil * 2, pads)]
+        if all(p >= 0 for p in new_pads):
+            return _flipped_conv(e, s, w, kernel, dil, new_pads, tattrs["group"])
         return e.op("ConvTranspose", [s, w], tattrs, hint="c")
-    group = tattrs["group"]
+    group, m, c_per_group = tattrs["group"], w.shape[0], w.shape[1]
+    if all(k == 1 for k in kernel) and not any(pads):
+        low = _flipped_conv(e, s, w, kernel, dil, [0] * (2 * n), group)
+        return _insert_zeros(e, low, c_per_group * group, strides, tattrs["output_padding"])
+    if c_per_group == 1 and m == group:
+        k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+        # the zeros after the last row of s: as many as the flipped conv's end pad can take
+        tail = [min(st - 1, k - 1 - pe + op) for st, k, pe, op
+                in zip(strides, k_eff, pads[n:], tattrs["output_padding"])]
+        begin = [k - 1 - pb for k, pb in zip(k_eff, pads[:n])]
+        end = [k - 1 - pe + op - t for k, pe, op, t
+               in zip(k_eff, pads[n:], tattrs["output_padding"], tail)]
+        if all(p >= 0 for p in begin + end + tail):
+            spread = _insert_zeros(e, s, group, strides, tail)
+            return _flipped_conv(e, spread, w, kernel, dil, begin + end, group)
+    return e.op("ConvTranspose", [s, w], tattrs, hint="c")
+
+
+def _insert_zeros(e, x, channels, strides, tail):
+    """``x`` spread over a grid ``strides`` times finer, zeros between, ``tail`` zeros after
+    the last row/column of each axis."""
+    ones = e.const(np.ones([channels, 1] + [1] * len(strides), dtype=e.dtype), "ones_1x1")
+    return e.op("ConvTranspose", [x, ones], {"strides": list(strides), "group": channels,
+                                             "output_padding": list(tail)}, hint="spread")
+
+
+def _flipped_conv(e, s, w, kernel, dil, pads, group):
+    """The stride-1 ``conv_transpose(s, w)`` as a Conv (see :func:`adjoint`)."""
+    n = len(kernel)
     m, c_per_group = w.shape[0], w.shape[1]
     if any(k > 1 for k in kernel):
         big = np.iinfo(np.int64).max
@@ -81,7 +122,7 @@ def adjoint(e, s, w, tattrs):
         w = e.op("Transpose", [w], {"perm": [0, 2, 1] + list(range(3, 3 + n))})
         w = e.op("Reshape", [w, np.array([group * c_per_group, m_per_group] + kernel, np.int64)],
                  hint="w_t")
-    attrs = {"kernel_shape": kernel, "dilations": dil, "pads": new_pads, "group": group}
+    attrs = {"kernel_shape": kernel, "dilations": dil, "pads": pads, "group": group}
     return e.op("Conv", [s, w], attrs, hint="c")
 
 

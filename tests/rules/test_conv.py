@@ -1,9 +1,13 @@
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tiny import EPS, assert_close, explain, head_relevance, model
+
+from lrpgraph import preset
+from lrpgraph.driver import build_explainer
 
 
 def torch_zplus(x, w, r, stride, pad, dil, groups, ones):
@@ -25,6 +29,9 @@ CASES = [  # size, channels out, kernel, stride, pads, dilation, group
     (8, 6, 3, 2, 1, 1, 6),   # depthwise (EfficientNet)
     (8, 6, 5, 2, 2, 1, 6),   # depthwise 5x5
     (9, 6, 3, 2, 1, 1, 6),   # depthwise on an odd size
+    (9, 6, 3, 2, 2, 2, 6),   # dilated strided depthwise
+    (8, 6, 1, 2, 1, 1, 6),   # pads wider than the kernel: the plain ConvTranspose
+    (9, 6, 1, 3, 0, 1, 2),   # grouped 1x1, stride 3: zeros inserted after the conv
     (8, 4, 7, 2, 3, 1, 1),   # ResNet's first conv
 ]
 
@@ -105,3 +112,33 @@ def test_conservation_of_zplus():
     out, _ = explain(m, x, first_layer="zplus", conservation=True)
     conv = [k for k in out if k.startswith("relsum/") and "Conv" in k and k.endswith("/out")][0]
     np.testing.assert_allclose(out[conv[:-3] + "in"], out[conv], rtol=1e-4)
+
+
+@pytest.mark.parametrize("k,pad,group,transposes", [
+    (3, 1, 6, [("zeros", 1, 1)]),  # strided depthwise: zeros in, then a stride-1 Conv
+    (5, 2, 6, [("zeros", 1, 1)]),
+    (1, 0, 1, [("zeros", 1, 1)]),  # projection skip: stride-1 Conv, then zeros in
+    (3, 1, 1, [("w+", 3, 3)]),     # dense strided 3x3 keeps its ConvTranspose
+])
+def test_strided_transposes_avoid_per_channel_convtranspose(k, pad, group, transposes):
+    """ORT's ConvTranspose runs a depthwise kernel one channel at a time (EfficientNet-Lite0:
+    11.4 ms where the forward conv takes 2-3); the strided adjoints are built so that the
+    only ConvTransposes left insert zeros (1x1 kernels of ones, one per channel), except for
+    a dense kxk kernel (see adjoint)."""
+    w = np.random.default_rng(k).standard_normal((6, 6 // group, k, k)).astype(np.float32)
+    body = (f"a = Relu (x)\n        h = Conv <strides = [2, 2], pads = [{pad}, {pad}, {pad}, {pad}], "
+            f"group = {group}> (a, w)")
+    hs = F.conv2d(torch.zeros(1, 6, 8, 8), torch.from_numpy(w), None, 2, pad, 1, group).shape[1:]
+    m, _ = model(body, (6, 8, 8), tuple(hs), {"w": w})
+    explainer, _ = build_explainer(m, preset("paper", first_layer="zplus"))
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in explainer.graph.initializer}
+    found = []
+    for n in explainer.graph.node:
+        if n.op_type == "ConvTranspose":
+            kernel = init.get(n.input[1])
+            ones = kernel is not None and kernel.shape == (6, 1, 1, 1) and (kernel == 1).all()
+            group_attr = [a.i for a in n.attribute if a.name == "group"] or [1]
+            found.append(("zeros" if ones and group_attr == [6] else "w+",) + tuple(
+                [a.ints for a in n.attribute if a.name == "kernel_shape"][0] if kernel is None
+                else kernel.shape[2:]))
+    assert found == transposes
