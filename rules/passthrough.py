@@ -49,28 +49,24 @@ def _bn_scale(node, e):
     return e.op("Reshape", [k, np.array([-1] + [1] * (rank - 2), np.int64)], hint="bn_k_c")
 
 
-class BatchNormEpsilon(Rule):
+class BatchNormLinear(Rule):
+    """BN as the per-channel linear map ``z = k*a + b'``: LRP-epsilon through it, or its
+    gradient (multiplied by ``k``)."""
+
     op_types = ("BatchNormalization",)
-    kinds = ("epsilon",)
+
+    def __init__(self, kind: str):
+        self.kinds = (kind,)
 
     def describe(self, node, facts, config):
-        return "epsilon (per-channel linear)"
+        return "epsilon (per-channel linear)" if self.kinds == ("epsilon",) else "gradient"
 
     def emit(self, node, relevance, e, facts, config):
+        k = _bn_scale(node, e)
+        if self.kinds == ("gradient",):
+            return {0: e.op("Mul", [relevance, k], hint="g_in")}
         s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
-        c = e.op("Mul", [s, _bn_scale(node, e)], hint="c")
-        return {0: e.scaled(node.inputs[0], c)}
-
-
-class BatchNormGradient(Rule):
-    op_types = ("BatchNormalization",)
-    kinds = ("gradient",)
-
-    def describe(self, node, facts, config):
-        return "gradient"
-
-    def emit(self, node, relevance, e, facts, config):
-        return {0: e.op("Mul", [relevance, _bn_scale(node, e)], hint="g_in")}
+        return {0: e.scaled(node.inputs[0], e.op("Mul", [s, k], hint="c"))}
 
 
 class ActivationGradient(Rule):
@@ -99,5 +95,5 @@ class ActivationGradient(Rule):
         return {0: g}
 
 
-RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormEpsilon(), BatchNormGradient(),
+RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormLinear("epsilon"), BatchNormLinear("gradient"),
          ActivationGradient()]
