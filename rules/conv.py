@@ -73,7 +73,8 @@ def adjoint(e, s, w, tattrs):
     (a 6-D Pad takes 8x as long). A dense strided kxk kernel keeps ConvTranspose: inserting
     zeros first would give its conv 4x the multiply-adds. Kernel transforms are on
     initializers only, so ORT folds them once at load."""
-    kernel, dil, pads, strides = (tattrs[k] for k in ("kernel_shape", "dilations", "pads", "strides"))
+    kernel, dil, pads = tattrs["kernel_shape"], tattrs["dilations"], tattrs["pads"]
+    strides = tattrs["strides"]
     n = len(kernel)
     if all(st == 1 for st in strides):
         new_pads = [d * (k - 1) - p for k, d, p in zip(kernel * 2, dil * 2, pads)]

@@ -95,5 +95,5 @@ class ActivationGradient(Rule):
         return {0: g}
 
 
-RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormLinear("epsilon"), BatchNormLinear("gradient"),
-         ActivationGradient()]
+RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormLinear("epsilon"),
+         BatchNormLinear("gradient"), ActivationGradient()]

@@ -134,11 +134,11 @@ def test_strided_transposes_avoid_per_channel_convtranspose(k, pad, group, trans
     init = {t.name: onnx.numpy_helper.to_array(t) for t in explainer.graph.initializer}
     found = []
     for n in explainer.graph.node:
-        if n.op_type == "ConvTranspose":
-            kernel = init.get(n.input[1])
-            ones = kernel is not None and kernel.shape == (6, 1, 1, 1) and (kernel == 1).all()
-            group_attr = [a.i for a in n.attribute if a.name == "group"] or [1]
-            found.append(("zeros" if ones and group_attr == [6] else "w+",) + tuple(
-                [a.ints for a in n.attribute if a.name == "kernel_shape"][0] if kernel is None
-                else kernel.shape[2:]))
+        if n.op_type != "ConvTranspose":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        kernel = init.get(n.input[1])  # None: W+, computed from the weight
+        ones = kernel is not None and kernel.shape == (6, 1, 1, 1) and (kernel == 1).all()
+        what = "zeros" if ones and attrs.get("group") == 6 else "w+"
+        found.append((what, *(kernel.shape[2:] if kernel is not None else attrs["kernel_shape"])))
     assert found == transposes
