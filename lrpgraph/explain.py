@@ -360,24 +360,49 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
             batches.put(("batch", batch))
         batches.put(("end", None))
 
+    # Written on a thread of its own, one batch behind, so that on a GPU the CPU's PNG encoding
+    # (what bounded the H100 run in docs/BENCHMARKS.md) overlaps the next batch instead of
+    # adding to it. All bookkeeping happens on this thread, in order.
+    to_write: queue.Queue = queue.Queue(maxsize=2)
+    failure: list = []
+
+    def write():
+        while (item := to_write.get()) is not None:
+            kind, payload = item
+            if failure:
+                continue  # drain what was queued before the error, writing nothing more
+            try:
+                if kind == "failed":
+                    summary.failed.append(payload)
+                    bar.update(1)
+                else:
+                    payload.save(output, cmap=cmap)
+                    summary.explained += len(payload)
+                    bar.update(len(payload))
+            except BaseException as exc:  # re-raised by the caller's thread below
+                failure.append(exc)
+
     reader = threading.Thread(target=read, daemon=True)
+    writer = threading.Thread(target=write)
     reader.start()
-    while True:
-        kind, payload = batches.get()
-        if kind == "end":
-            break
-        if kind == "failed":
-            summary.failed.append(payload)
-            bar.update(1)
-            continue
-        x = np.stack([b[2] for b in payload])
-        result = explainer.make_result(explainer.run(x, target, hq), [b[1] for b in payload],
-                                       [b[3] for b in payload], [b[0] for b in payload])
-        result.save(output, cmap=cmap)
-        summary.explained += len(payload)
-        bar.update(len(payload))
+    writer.start()
+    try:
+        while not failure:
+            kind, payload = batches.get()
+            if kind == "end":
+                break
+            if kind == "batch":
+                x = np.stack([b[2] for b in payload])
+                payload = explainer.make_result(explainer.run(x, target, hq), [b[1] for b in payload],
+                                                [b[3] for b in payload], [b[0] for b in payload])
+            to_write.put((kind, payload))
+    finally:
+        to_write.put(None)  # the batches already queued are written (each file atomically)
+        writer.join()
+        bar.close()
+    if failure:
+        raise failure[0]
     reader.join()
-    bar.close()
     if overwrite:
         compact_results(output)
     return summary

@@ -117,6 +117,64 @@ def test_folder_with_bad_files_and_resume(effnet, photos, tmp_path):
     assert not [p for p in out.rglob("*.tmp")]
 
 
+def test_writing_a_batch_overlaps_explaining_the_next(effnet, photos, tmp_path, monkeypatch):
+    """The first batch's save waits for the second batch's explainer call: with writing in
+    line (the old loop) that call never comes while the save waits."""
+    import threading
+
+    from lrpgraph import Explainer
+    from lrpgraph.explain import Result, explain_paths
+
+    second_run, overlapped = threading.Event(), []
+    ex = Explainer(effnet[1], provider="cpu")
+    real_run, real_save, runs = ex.run, Result.save, []
+
+    def run(*args, **kw):
+        runs.append(1)
+        if len(runs) == 2:
+            second_run.set()
+        return real_run(*args, **kw)
+
+    def save(self, folder, **kw):
+        if not overlapped:
+            overlapped.append(second_run.wait(timeout=60))
+        real_save(self, folder, **kw)
+
+    ex.run = run
+    monkeypatch.setattr(Result, "save", save)
+    summary = explain_paths(ex, [str(photos)], str(tmp_path / "out"), batch_size=1, progress=False)
+    assert overlapped == [True]
+    assert summary.explained == len(PHOTOS)
+    assert len(open(tmp_path / "out" / "results.jsonl").readlines()) == len(PHOTOS)
+
+
+def test_a_failed_write_stops_the_run_and_reaches_the_caller(effnet, photos, tmp_path, monkeypatch):
+    """Batches are written on a thread of their own while the next one is explained: a
+    write that fails (a full disk) must still stop the run with its own error, after the
+    batches before it were written whole."""
+    from lrpgraph import Explainer
+    from lrpgraph.explain import Result, explain_paths
+
+    real_save, calls = Result.save, []
+
+    def save(self, folder, **kw):
+        calls.append(list(self.names))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_save(self, folder, **kw)
+
+    monkeypatch.setattr(Result, "save", save)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left"):
+        explain_paths(Explainer(effnet[1], provider="cpu"), [str(photos)], str(out), batch_size=1,
+                      progress=False)
+    assert len(calls) == 2  # nothing written after the failure
+    (first,) = calls[0]
+    assert [json.loads(line)["name"] for line in open(out / "results.jsonl")] == [first]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["results.jsonl", f"{first}.npy", f"{first}.png", f"{first}_overlay.png"])
+
+
 def test_bad_inputs_at_explain_time(effnet):
     from lrpgraph import Explainer, LrpGraphError
 
