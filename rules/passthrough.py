@@ -16,7 +16,7 @@ Identity, Dropout (inference) and Cast pass everything unchanged in every kind.
 import numpy as np
 
 from .base import Rule
-from .linear import epsilon_ratio
+from .linear import EpsilonKind, GradientKind
 
 
 class PassThrough(Rule):
@@ -50,23 +50,22 @@ def _bn_scale(node, e):
 
 
 class BatchNormLinear(Rule):
-    """BN as the per-channel linear map ``z = k*a + b'``: LRP-epsilon through it, or its
-    gradient (multiplied by ``k``)."""
+    """BN as the per-channel linear map ``z = k*a + b'``: its transposed product is ``s * k``,
+    so LRP-epsilon and the gradient are linear.py's, as for Conv and Gemm."""
 
     op_types = ("BatchNormalization",)
 
-    def __init__(self, kind: str):
-        self.kinds = (kind,)
+    def backward(self, e, node, facts):
+        return lambda s, _: e.op("Mul", [s, _bn_scale(node, e)], hint="c")
 
+
+class BatchNormEpsilon(EpsilonKind, BatchNormLinear):
     def describe(self, node, facts, config):
-        return "epsilon (per-channel linear)" if self.kinds == ("epsilon",) else "gradient"
+        return "epsilon (per-channel linear)"
 
-    def emit(self, node, relevance, e, facts, config):
-        k = _bn_scale(node, e)
-        if self.kinds == ("gradient",):
-            return {0: e.op("Mul", [relevance, k], hint="g_in")}
-        s = epsilon_ratio(e, relevance, node.outputs[0], config.epsilon)
-        return {0: e.scaled(node.inputs[0], e.op("Mul", [s, k], hint="c"))}
+
+class BatchNormGradient(GradientKind, BatchNormLinear):
+    pass
 
 
 class ActivationGradient(Rule):
@@ -95,5 +94,5 @@ class ActivationGradient(Rule):
         return {0: g}
 
 
-RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormLinear("epsilon"),
-         BatchNormLinear("gradient"), ActivationGradient()]
+RULES = [PassThrough(), ActivationPass(), BatchNormPass(), BatchNormEpsilon(), BatchNormGradient(),
+         ActivationGradient()]
