@@ -130,11 +130,13 @@ class Prediction:
 def _session(model_bytes_or_path, provider="cpu"):
     import onnxruntime as ort
 
+    from .cpu_layout import _options, cpu_session
     from .explain import _providers
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model_bytes_or_path, opts, providers=_providers(provider))
+    providers = _providers(provider)
+    if providers[0] == "CPUExecutionProvider":
+        return cpu_session(model_bytes_or_path)
+    return ort.InferenceSession(model_bytes_or_path, _options(None), providers=providers)
 
 
 def check_methods(methods):

@@ -167,25 +167,31 @@ class Explainer:
     """An explainer model in an ORT session, with the preprocessing recorded at build."""
 
     def __init__(self, model_path, provider: str = "auto", preprocess: Preprocess | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, cpu_layout: bool = True):
         import onnxruntime as ort
+
+        from .cpu_layout import _options, cpu_session
 
         if not os.path.isfile(model_path):
             raise LrpGraphError(f"{model_path}: no such explainer model (build one with lrpgraph build)")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
+        def configure(opts):
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            if threads:
+                opts.intra_op_num_threads = threads
+
         providers = _providers(provider)
         try:
-            self.session = ort.InferenceSession(os.fspath(model_path), opts, providers=providers)
+            if providers[0] == "CPUExecutionProvider":
+                self.session = cpu_session(os.fspath(model_path), configure, layout=cpu_layout)
+            else:
+                self.session = ort.InferenceSession(os.fspath(model_path), _options(configure),
+                                                    providers=providers)
         except Exception as exc:
             if providers[0] != "CUDAExecutionProvider":
                 raise LrpGraphError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
             warnings.warn(f"CUDA provider failed to start ({exc}); running on the CPU", stacklevel=2)
-            self.session = ort.InferenceSession(os.fspath(model_path), opts,
-                                                providers=["CPUExecutionProvider"])
+            self.session = cpu_session(os.fspath(model_path), configure, layout=cpu_layout)
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if "lrpgraph.config" not in meta:

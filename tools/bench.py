@@ -46,7 +46,7 @@ def timed(fn, runs, sync=None):
 
 class PeakMemory:
     """Working memory of one row: the peak above what was resident when it started (the
-    model already loaded), in MB. CPU: this process's RSS, sampled every millisecond.
+    model already loaded), in MB. CPU: this process's anonymous RSS, sampled every millisecond.
     CUDA: torch's peak allocation for torch rows; for ORT rows the device memory its
     session's arena grew by (an arena keeps its peak, so the growth is the peak)."""
 
@@ -55,8 +55,12 @@ class PeakMemory:
 
     @staticmethod
     def _rss():
+        """Anonymous resident memory (heap, arenas): resident minus file-backed pages. A
+        session from lrpgraph's CPU layout pass maps its weights from a file and pages them
+        in on first use, which total RSS would book as the row's working memory."""
         with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = fh.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
 
     def __enter__(self):
         import threading
@@ -133,7 +137,7 @@ def main(argv=None):
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference authors")
+    p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference authors layout")
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16"],
                    help="explainer precisions to time (float16 is meant for GPUs)")
     p.add_argument("--cuda-graph", action="store_true",
@@ -150,6 +154,7 @@ def main(argv=None):
 
     from export_resnet import build_model, export
     from lrpgraph import preset
+    from lrpgraph.cpu_layout import cpu_session
     from lrpgraph.driver import build_explainer, save_model
     from lrpgraph.float16 import to_float16
     from lrpgraph.load import canonicalise, load_model
@@ -188,8 +193,16 @@ def main(argv=None):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    def session(path, provider_options=None):
-        chosen = [("CUDAExecutionProvider", provider_options or {}), "CPUExecutionProvider"] if device == "cuda" else providers
+    def configure(o):
+        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        o.log_severity_level = 3
+
+    def session(path, provider_options=None, layout=True):
+        if device == "cpu":
+            # both the forward and the explainer get lrpgraph's CPU layout pass, as
+            # lrpgraph's own sessions do (the forward has nothing left for it to move)
+            return cpu_session(path, configure, layout=layout)
+        chosen = [("CUDAExecutionProvider", provider_options or {}), "CPUExecutionProvider"]
         sess = ort.InferenceSession(path, opts, providers=chosen)
         assert sess.get_providers()[0] == providers[0], sess.get_providers()
         return sess
@@ -259,6 +272,9 @@ def main(argv=None):
             n, name, lambda: ort_runner(session(path, options), outputs, x), args.runs)
         ort_row("ORT forward (original model)", onnx_path, ["logits"])
         ort_row("lrpgraph explainer (ORT)", lrp_path, ["logits", "relevance_map"])
+        if device == "cpu" and "layout" not in args.skip:
+            measure(n, "lrpgraph explainer (ORT), without lrpgraph's CPU layout pass", lambda: ort_runner(
+                session(lrp_path, layout=False), ["logits", "relevance_map"], x), args.runs)
         if half_paths:
             ort_row("ORT forward, float16 model", half_paths["forward"], ["logits"])
             ort_row("lrpgraph explainer (ORT, float16)", half_paths["lrp"], ["logits", "relevance_map"])
