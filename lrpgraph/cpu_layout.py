@@ -179,19 +179,25 @@ def move_elementwise(opt: onnx.ModelProto, shapes: dict, block: int) -> int:
         for k, i in enumerate(n.input):
             n.input[k] = alias.get(i, i)
 
-    keep_always = {o.name for o in g.output}
+    outputs = {o.name for o in g.output}
+    nodes = _live(nodes, outputs)
+    del g.node[:]
+    g.node.extend(nodes)
+    return moved
+
+
+def _live(nodes: list, graph_outputs: set) -> list:
+    """``nodes`` without those whose outputs nothing reads (the plain-layout twins and
+    reorders the moves left unread)."""
     while True:
-        read = set(keep_always)
+        read = set(graph_outputs)
         for n in nodes:
             read.update(n.input)
             read |= _subgraph_inputs(n)
         alive = [n for n in nodes if any(o in read for o in n.output)]
         if len(alive) == len(nodes):
-            break
+            return nodes
         nodes = alive
-    del g.node[:]
-    g.node.extend(nodes)
-    return moved
 
 
 def cpu_session(model, configure: Callable | None = None, *, layout: bool = True):
