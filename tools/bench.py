@@ -9,8 +9,9 @@ the one zennit users pick for ResNets), our lean PyTorch implementation of the p
 (tests/reference.py, in float32) and the same rules computed as the authors' code computes
 them (tools/authors_style.py: a model copy per call, blocks re-run for the ratio and for
 their inner activations, autograd per conv).
-Each: warm-up, >= 10 timed runs, the median. Seeded ResNet50 weights (timing does not
-depend on them).
+Each: warm-up, >= 10 timed runs, the median; the ORT rows of a batch size in 3 alternating
+rounds (--rounds), so a drift of the machine's speed reaches all of them. Seeded ResNet50
+weights (timing does not depend on them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests")]  # lrp
 
 
 def timed(fn, runs, sync=None):
-    """The median of ``runs`` calls of an already warmed-up ``fn``."""
+    """The times of ``runs`` calls of an already warmed-up ``fn``."""
     if sync:
         sync()
     times = []
@@ -41,7 +42,21 @@ def timed(fn, runs, sync=None):
         if sync:
             sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def timed_in_rounds(calls, runs, rounds):
+    """Times of each of ``calls`` (already warmed up), in ``rounds`` alternating blocks of
+    ceil(runs / rounds) calls, each block after one untimed call: a machine whose speed
+    drifts over a minute (a neighbour on the host) then slows every row alike instead of
+    whichever row it happened to fall on, so the ratios between rows hold still."""
+    per = -(-runs // rounds)
+    times = [[] for _ in calls]
+    for _ in range(rounds):
+        for fn, t in zip(calls, times):
+            fn()  # the other sessions' threads settle, this one's caches warm
+            t += timed(fn, per)
+    return times
 
 
 class PeakMemory:
@@ -136,6 +151,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="ORT rows: time the runs in this many alternating blocks per batch size")
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--skip", nargs="*", default=[], help="rows to leave out: zennit reference authors layout")
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16"],
@@ -238,18 +255,25 @@ def main(argv=None):
 
     def measure(n, name, make, runs, warmup=2, torch_row=False):
         """``make()`` loads what the row needs (a fresh ORT session: its arena starts empty)
-        and returns the call to time."""
+        and returns the call to time. ORT rows are timed later, all of a batch size's
+        together in alternating rounds (``timed_in_rounds``); torch rows now."""
         fn = make()
         # memory over the warm-up runs (a fresh session's first calls size its arena), time
         # after: the sampling thread would otherwise take CPU from the timed calls
         with PeakMemory(device, torch_row) as mem:
             for _ in range(warmup):
                 fn()
-        t = timed(fn, runs, sync if torch_row else None)
-        rows.append((n, name, t, mem.mb))
-        return t
+        if torch_row:
+            rows.append((n, name, statistics.median(timed(fn, runs, sync)), mem.mb))
+        else:
+            pending.append((n, name, fn, mem.mb))
 
-    rows, checks = [], []
+    def time_pending():
+        times = timed_in_rounds([fn for _, _, fn, _ in pending], args.runs, args.rounds)
+        rows.extend((n, name, statistics.median(t), mb) for (n, name, _, mb), t in zip(pending, times))
+        pending.clear()
+
+    rows, checks, pending = [], [], []
     import authors_style
     import reference
 
@@ -292,6 +316,7 @@ def main(argv=None):
                 measure(n, f"lrpgraph explainer (ORT, {dtype}, CUDA graph)", lambda: cuda_graph_runner(path, x), args.runs)
             except Exception as exc:  # ORT refuses capture when a node falls back to the CPU
                 checks.append(f"CUDA graph, {dtype}, batch {n}: not captured: {str(exc).splitlines()[0][:300]}")
+        time_pending()
         if device == "cuda" and n == args.batches[0]:
             cpu = ort.InferenceSession(lrp_path, opts, providers=["CPUExecutionProvider"])
             a = cpu.run(["relevance_map"], {"input": x})[0]
