@@ -112,14 +112,18 @@ def test_nothing_moves_in_a_plain_forward(resnets):
         assert move_elementwise(opt, cpu_layout._shapes(onnx.load(path)), block_size()) == 0
 
 
-def test_a_failing_pass_warns_and_keeps_orts_layout(monkeypatch):
+@pytest.mark.parametrize("step, error", [
+    ("move_elementwise", ValueError("unexpected graph")),
+    ("_optimized_nodes", OSError(28, "No space left on device")),  # ORT saving to a full disk
+])
+def test_a_failing_step_warns_and_keeps_orts_layout(monkeypatch, step, error):
     model = ratio_net(block_size()).SerializeToString()
 
-    def broken(*args):
-        raise ValueError("unexpected graph")
+    def failing(*args):
+        raise error
 
-    monkeypatch.setattr(cpu_layout, "move_elementwise", broken)
-    with pytest.warns(UserWarning, match="keeping ORT's CPU layout .*unexpected graph"):
+    monkeypatch.setattr(cpu_layout, step, failing)
+    with pytest.warns(UserWarning, match=f"keeping ORT's CPU layout .*{error.args[-1]}"):
         sess = cpu_session(model)
     x = np.ones((1, 16, 8, 8), np.float32)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], plain(model).run(None, {"x": x})[0])
