@@ -174,6 +174,7 @@ class Explainer:
 
         if not os.path.isfile(model_path):
             raise LrpGraphError(f"{model_path}: no such explainer model (build one with lrpgraph build)")
+
         def configure(opts):
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
