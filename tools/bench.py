@@ -207,12 +207,13 @@ def main(argv=None):
                        graph_paths[dtype])
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+
     def configure(o):
         o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         o.log_severity_level = 3
+
+    opts = ort.SessionOptions()
+    configure(opts)  # the CUDA sessions' options; CPU sessions get theirs from cpu_session
 
     def session(path, provider_options=None, layout=True):
         if device == "cpu":
