@@ -77,9 +77,9 @@ def test_ratio_split_never_nan_when_both_operands_are_zero():
 @pytest.mark.parametrize("k_scale", [1.0, 0.0])
 def test_ratio_split_above_a_relu(k_scale):
     """A merge whose relevance comes down through a Relu gets 0 wherever the merge output
-    is <= 0, so the split may read Relu(h) - h_s for the branch: the same relevance, the
-    branch output then read by the forward Add alone (ORT fuses Add + Relu into the conv),
-    and the 0/0 positions (k_scale=0: the branch is 0, the skip mostly 0) stay finite."""
+    is <= 0, so the split divides once, P = R / (|h_s| + |h_m|), with both shares left as
+    products, and the 0/0 positions (k_scale=0: the branch is 0, the skip mostly 0) stay
+    finite."""
     m, fw, w, k = _block(("m", "a"), k_scale=k_scale, relu=True)
     x = np.random.default_rng(3).standard_normal((2, 3, 4, 4)).astype(np.float32)
     explainer, _ = build_explainer(m, preset("paper", full_relevance=True, first_layer="zplus",
@@ -91,8 +91,10 @@ def test_ratio_split_above_a_relu(k_scale):
     (add,) = [key[7:-4] for key in out if key.startswith("relsum/Add") and key.endswith("/out")]
     np.testing.assert_allclose(out[f"relsum/{add}/in"], r.sum((1, 2, 3)), rtol=1e-5)
     plain, _ = build_explainer(m, preset("paper", first_layer="zplus"))  # no probes
-    readers = [n.op_type for n in plain.graph.node if "m" in n.input]
-    assert readers == ["Add"], readers
+    # the split reads h_m itself (the forward Add and one Abs), nothing derived from Relu(h)
+    readers = sorted(n.op_type for n in plain.graph.node if "m" in n.input)
+    assert readers == ["Abs", "Add"], readers
+    assert "Sub" not in {n.op_type for n in plain.graph.node}
     # the skip's share and the conv's meet at a: one product a * (P + c), not two
     products = [n for n in plain.graph.node if n.op_type == "Mul" and "a" in n.input]
     assert len(products) == 1, [n.name for n in products]
