@@ -32,14 +32,11 @@ def _abs(e, facts, t):
     return t if facts.non_negative(t) else e.op("Abs", [t], hint="abs")
 
 
-def _multiple_of(e, relevance, h):
-    """``h`` or ``Relu(h)`` where ``relevance`` is known to be a multiple of it, hence 0
-    wherever ``h`` is (what every z-rule and LRP-epsilon rule above a merge sends down);
-    else None."""
+def _vanishes_with(e, relevance, h) -> bool:
+    """Whether ``relevance`` is known to be a multiple of ``h`` or of ``Relu(h)``, hence 0
+    wherever ``h`` is (what every z-rule and LRP-epsilon rule above a merge sends down)."""
     a = e.zero_where.get(relevance.name)
-    if a is h or (a is not None and any(p.op == "Relu" and p.inputs[0] is h for p in a.inputs)):
-        return a
-    return None
+    return a is h or (a is not None and any(p.op == "Relu" and p.inputs[0] is h for p in a.inputs))
 
 
 class AddRule(Rule):
@@ -77,8 +74,7 @@ class AddRule(Rule):
             r_s = e.op("Mul", [relevance, e.scalar(0.5)], hint="r_skip")
         else:
             abs_s = _abs(e, facts, node.inputs[k_s])
-            a = _multiple_of(e, relevance, node.outputs[0]) if e.tiny is not None else None
-            if a is not None:
+            if e.tiny is not None and _vanishes_with(e, relevance, node.outputs[0]):
                 # R is 0 wherever h is, so where both operands are 0 an even split is 0 to
                 # each and the plain ratio needs no stand-in numerators: R/den once, and each
                 # part left as a product for the fan-in (the skip's shares its Mul with the
