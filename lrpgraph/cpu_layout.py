@@ -255,5 +255,16 @@ def cpu_session(model, configure: Callable | None = None, *, layout: bool = True
     return plain()
 
 
+def open_session(model, providers: list, configure: Callable | None = None, *, layout: bool = True):
+    """An ORT session for ``model`` on ``providers``: :func:`cpu_session` where the CPU
+    provider comes first, else ORT's own with the same options."""
+    import onnxruntime as ort
+
+    if providers[0] == "CPUExecutionProvider":
+        return cpu_session(model, configure, layout=layout)
+    model = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(model, _options(configure), providers=providers)
+
+
 def _keep_orts_layout(exc: Exception) -> None:
     warnings.warn(f"lrpgraph: keeping ORT's CPU layout ({type(exc).__name__}: {exc})", stacklevel=3)

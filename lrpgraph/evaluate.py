@@ -128,15 +128,10 @@ class Prediction:
 
 
 def _session(model_bytes_or_path, provider="cpu"):
-    import onnxruntime as ort
-
-    from .cpu_layout import _options, cpu_session
+    from .cpu_layout import open_session
     from .explain import _providers
 
-    providers = _providers(provider)
-    if providers[0] == "CPUExecutionProvider":
-        return cpu_session(model_bytes_or_path)
-    return ort.InferenceSession(model_bytes_or_path, _options(None), providers=providers)
+    return open_session(model_bytes_or_path, _providers(provider))
 
 
 def check_methods(methods):

@@ -170,24 +170,19 @@ class Explainer:
                  threads: int | None = None, cpu_layout: bool = True):
         import onnxruntime as ort
 
-        from .cpu_layout import _options, cpu_session
+        from .cpu_layout import cpu_session, open_session
 
         if not os.path.isfile(model_path):
             raise LrpGraphError(f"{model_path}: no such explainer model (build one with lrpgraph build)")
 
         def configure(opts):
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.log_severity_level = 3
             if threads:
                 opts.intra_op_num_threads = threads
 
         providers = _providers(provider)
         try:
-            if providers[0] == "CPUExecutionProvider":
-                self.session = cpu_session(os.fspath(model_path), configure, layout=cpu_layout)
-            else:
-                self.session = ort.InferenceSession(os.fspath(model_path), _options(configure),
-                                                    providers=providers)
+            self.session = open_session(model_path, providers, configure, layout=cpu_layout)
         except Exception as exc:
             if providers[0] != "CUDAExecutionProvider":
                 raise LrpGraphError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
