@@ -26,10 +26,10 @@ def oracle_model(resnets):
     return model
 
 
-def explain(resnets, method, x, **options):
+def explain(resnets, method, x, exact=False, **options):
     explainer, _ = build_explainer(resnets["resnet18"][1],
                                    preset("paper", method=method, full_relevance=method != "gradcam", **options))
-    return run(explainer, {"input": x})
+    return run(explainer, {"input": x}, exact=exact)
 
 
 @pytest.mark.parametrize("method", ["gradient", "gradxinput", "guided-bp"])
@@ -37,7 +37,7 @@ def test_gradient_family_matches_captum(resnets, oracle_model, method):
     from captum.attr import GuidedBackprop, InputXGradient, Saliency
 
     x = image_batch(2, seed=40)
-    out = explain(resnets, method, x)
+    out = explain(resnets, method, x, exact=True)  # gradients flip at ReLU kinks: conftest.exact_session
     xt = torch.from_numpy(x).requires_grad_(True)
     target = torch.from_numpy(out["target_used"])
     algo = {"gradient": Saliency, "gradxinput": InputXGradient, "guided-bp": GuidedBackprop}[method](oracle_model)
@@ -82,7 +82,8 @@ def test_gradcam_matches_reference(resnets, oracle_model):
 def test_lrp_epsilon_matches_reference(resnets):
     model, path = resnets["resnet18"]
     x = image_batch(2, seed=43)
-    out = explain(resnets, "lrp-epsilon", x, start="logit")
+    # z + 1e-9*sign(z) amplifies rounding where z is near 0: the plain layout (conftest)
+    out = explain(resnets, "lrp-epsilon", x, exact=True, start="logit")
     ref = reference.lrp_epsilon(model, torch.from_numpy(x)).numpy()
     assert rel_err(out["relevance"], ref) <= TOL
 
