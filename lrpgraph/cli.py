@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import METHODS, VARIANTS, Preprocess, preset
+from .config import METHOD_NAMES, VARIANTS, Preprocess, preset
 from .errors import LrpGraphError
 
 
@@ -32,9 +32,9 @@ def _add_rule_flags(p):
 
 
 def _config(args, **extra):
-    return preset(args.preset, args.variant, identity_skip=args.identity_skip, split=args.split,
-                  maxpool=args.maxpool, first_layer=args.first_layer, eps=args.eps,
-                  start=args.start, **extra)
+    return preset(args.preset, args.variant, method=getattr(args, "method", None),
+                  identity_skip=args.identity_skip, split=args.split, maxpool=args.maxpool,
+                  first_layer=args.first_layer, eps=args.eps, start=args.start, **extra)
 
 
 def _print_table(title, rows, headers):
@@ -50,7 +50,7 @@ def cmd_build(args):
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
                      full_relevance=args.full_relevance, conservation=args.conservation,
-                     dtype=args.dtype, method=args.method, ig_steps=args.ig_steps,
+                     dtype=args.dtype, ig_steps=args.ig_steps,
                      target_input=args.target_input)
     pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
     model, report = build_explainer(args.model, config, pre, args.output_name)
@@ -166,10 +166,7 @@ def print_ablation(table):
         print(f"| {v} | " + " | ".join(f"{ids[(v, p)]:.3f}" for p in columns) + " |")
 
 
-def make_parser():
-    parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _build_parser(sub):
     b = sub.add_parser("build", help="compile a model into an LRP explainer graph")
     b.add_argument("model", help="the classifier, .onnx")
     b.add_argument("-o", "--output", help="explainer path (default: MODEL.lrp.onnx)")
@@ -180,9 +177,9 @@ def make_parser():
     b.add_argument("--full-relevance", action="store_true", help="also output relevance N x C x H x W")
     b.add_argument("--conservation", action="store_true",
                    help="add per-layer relevance sums (relsum/...) as outputs")
-    b.add_argument("--method", choices=METHODS, default="lrp",
-                   help="lrp (the paper, default) or a baseline: LRP-epsilon, plain gradient, "
-                        "Gradient x Input, Guided Backprop, Integrated Gradients, Grad-CAM, Score-CAM")
+    b.add_argument("--method", choices=list(METHOD_NAMES), default="lrp", metavar="METHOD",
+                   help="; ".join(f"{name}: {text}" for name, (_, _, text) in METHOD_NAMES.items())
+                   + " (default: lrp)")
     b.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
     b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16: forward and relevance pass in half precision (GPUs)")
@@ -195,6 +192,8 @@ def make_parser():
     b.add_argument("--std", type=_floats, default=(0.229, 0.224, 0.225))
     b.set_defaults(func=cmd_build)
 
+
+def _explain_parser(sub):
     x = sub.add_parser("explain", help="heatmaps for images: files, several files or folders")
     x.add_argument("model", help="an explainer built by lrpgraph build")
     x.add_argument("inputs", nargs="+", help="image files or folders (recursive)")
@@ -216,6 +215,8 @@ def make_parser():
     x.add_argument("--layout", choices=["NCHW", "NHWC"])
     x.set_defaults(func=cmd_explain)
 
+
+def _check_parser(sub):
     c = sub.add_parser("check", help="per-layer conservation table; non-zero exit above --tol")
     c.add_argument("model", help="an explainer built with --conservation, or the original model")
     c.add_argument("images", nargs="*", help="images to run on (default: random inputs)")
@@ -226,12 +227,15 @@ def make_parser():
     _add_rule_flags(c)
     c.set_defaults(func=cmd_check)
 
+
+def _eval_parser(sub):
     v = sub.add_parser("eval", help="insertion / deletion / ID score of methods on labelled images")
     v.add_argument("model", help="the classifier, .onnx (explainers are built in memory)")
     v.add_argument("--data", help="ImageFolder tree, or a flat folder with --labels")
     v.add_argument("--labels", help="labels for a flat folder: one per line in sorted file order, or 'name label'")
     v.add_argument("--list", help="a file of 'path,label' lines")
-    v.add_argument("--methods", default="lrp-paper", help="comma-separated; sanity rows are always added")
+    v.add_argument("--methods", default="lrp-paper",
+                   help=f"comma-separated, of {', '.join(METHOD_NAMES)}; sanity rows are always added")
     v.add_argument("--ablation", action="store_true", help="the paper's variants (i)-(iv) (Table 2)")
     v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
     v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
@@ -248,10 +252,21 @@ def make_parser():
     v.add_argument("--workers", type=int, help="Ray actors (default: one per CPU)")
     v.set_defaults(func=cmd_eval)
 
+
+def _inspect_parser(sub):
     i = sub.add_parser("inspect", help="show what matched: skip merges, the rule per node")
     i.add_argument("model")
     _add_rule_flags(i)
+    i.add_argument("--method", choices=list(METHOD_NAMES), default="lrp", metavar="METHOD",
+                   help="whose composite to match with (default: lrp)")
     i.set_defaults(func=cmd_inspect)
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_build_parser, _explain_parser, _check_parser, _eval_parser, _inspect_parser):
+        add(sub)
     return parser
 
 

@@ -11,8 +11,32 @@ import json
 from dataclasses import dataclass
 
 
-# The paper's method and its baselines (SPEC.md section 3), all explainer graphs.
-METHODS = ("lrp", "lrp-epsilon", "gradient", "gradxinput", "guided-bp", "ig", "gradcam", "scorecam")
+# The paper's Table 2: (identity-skip relevance, split).
+VARIANTS = {
+    "i": {"identity_skip": False, "split": "symmetric"},
+    "ii": {"identity_skip": True, "split": "symmetric"},
+    "iii": {"identity_skip": False, "split": "ratio"},
+    "iv": {"identity_skip": True, "split": "ratio"},
+}
+
+# Every method name that build, eval and the API accept: name -> (the method it runs, in
+# methods.py, the Config fields the name implies, what it is). The paper's method and its
+# baselines (SPEC.md section 3), each an explainer graph. Each method's defaults are its
+# reference's: LRP-epsilon starts from the logit, as captum's does.
+METHOD_NAMES = {
+    "lrp": ("lrp", {}, "the paper's LRP: z+, ratio split at skip merges (alias lrp-paper)"),
+    "lrp-paper": ("lrp", {}, "the same as lrp"),
+    "lrp-winner": ("lrp", {"maxpool": "winner"}, "lrp with the exact MaxPool rule"),
+    **{f"lrp-{v}": ("lrp", VARIANTS[v], f"the paper's ablation variant ({v})") for v in VARIANTS},
+    "lrp-epsilon": ("lrp-epsilon", {"start": "logit"}, "LRP-epsilon everywhere, from the logit (captum)"),
+    "gradient": ("gradient", {}, "|gradient| (saliency)"),
+    "gradxinput": ("gradxinput", {}, "Gradient x Input"),
+    "guided-bp": ("guided-bp", {}, "Guided Backprop"),
+    "ig": ("ig", {}, "Integrated Gradients (0 baseline, right Riemann sum, --ig-steps)"),
+    "gradcam": ("gradcam", {}, "Grad-CAM at the input of the last pooling"),
+    "scorecam": ("scorecam", {}, "Score-CAM (masked forward passes in a Scan, chunks of 16)"),
+}
+METHODS = tuple(dict.fromkeys(base for base, _, _ in METHOD_NAMES.values()))
 
 
 @dataclass(frozen=True)
@@ -34,15 +58,13 @@ class Config:
     # A graph without control flow is what ORT's CUDA EP needs to capture a CUDA graph.
     target_input: bool = True
 
-    @property
-    def rule_kind(self) -> str:
-        """Which rule set of rules/ the method runs on."""
-        return {"lrp": "lrp", "lrp-epsilon": "epsilon"}.get(self.method, "gradient")
-
     def __post_init__(self):
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
                    "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
                    "dtype": ("float32", "float16"), "method": METHODS}
+        if self.method in METHOD_NAMES and self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} names a method with settings "
+                             f"{METHOD_NAMES[self.method][1]}: use lrpgraph.preset(method={self.method!r})")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
@@ -60,21 +82,22 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-# The paper's Table 2: (identity-skip relevance, split).
-VARIANTS = {
-    "i": {"identity_skip": False, "split": "symmetric"},
-    "ii": {"identity_skip": True, "split": "symmetric"},
-    "iii": {"identity_skip": False, "split": "ratio"},
-    "iv": {"identity_skip": True, "split": "ratio"},
-}
-
 PRESETS = {"paper": Config()}
 
 
-def preset(name: str = "paper", variant: str | None = None, **overrides) -> Config:
+def preset(name: str = "paper", variant: str | None = None, method: str | None = None,
+           **overrides) -> Config:
+    """A preset, with what the method name implies (METHOD_NAMES), then the variant's
+    switches, then every override that is not None."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    changes = dict(VARIANTS[variant]) if variant else {}
+    changes = {}
+    if method is not None:
+        if method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_NAMES)}")
+        base, implied, _ = METHOD_NAMES[method]
+        changes.update(implied, method=base)
+    changes.update(VARIANTS[variant] if variant else {})
     changes.update({k: v for k, v in overrides.items() if v is not None})
     return PRESETS[name].replace(**changes)
 

@@ -14,24 +14,22 @@ from collections import defaultdict
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .rules.base import Relevance, Scaled
+
 
 class Emitter:
-    """Builds nodes into a graphsurgeon graph with unique, readable names under ``lrp/``."""
+    """Builds nodes into a graphsurgeon graph with unique, readable names under ``lrp/``.
 
-    def __init__(self, graph: gs.Graph, opset: int, dtype=np.float32, eps: float = 1e-5):
+    ``map_only``: only the channel sum of the relevance at the image is read (no
+    ``relevance`` output), so a first-layer rule may deliver just that sum."""
+
+    def __init__(self, graph: gs.Graph, opset: int, dtype=np.float32, map_only: bool = False):
         self.graph = graph
         self.opset = opset
         self.dtype = np.dtype(dtype)
-        self.eps = self.dtype.type(eps)
-        # A stand-in for 0 that no activation reaches, where one is representable (the ratio
-        # split uses it instead of Equal + Where); float16 has none, as its subnormals are
-        # activation-sized and flushed on some devices.
-        self.tiny = self.dtype.type(1e-30) if self.dtype == np.float32 else None
+        self.map_only = map_only
         self.scope = "lrp"
         self._count = defaultdict(int)
-        # relevance tensor name -> activation it is a multiple of, so exactly 0 wherever that
-        # activation is (add.py's ratio split reads it)
-        self.zero_where: dict[str, gs.Tensor] = {}
 
     def _name(self, hint: str) -> str:
         base = f"{self.scope}/{hint}"
@@ -50,6 +48,8 @@ class Emitter:
            dtype=None):
         ins = []
         for t in inputs:
+            if isinstance(t, Relevance):
+                t = t.tensor
             if t is None:
                 ins.append(gs.Variable.empty())
             elif isinstance(t, gs.Tensor):
@@ -76,9 +76,9 @@ class Emitter:
         """Relevance ``a * c``, multiplied out where the parts at ``a`` meet (:class:`Scaled`)."""
         return Scaled(a, c)
 
-    def stabilised_ratio(self, relevance, z, hint="s"):
+    def stabilised_ratio(self, relevance, z, eps: float, hint="s"):
         """``R / (z + eps)``, eps added plainly, not with the sign of z (SPEC.md section 1)."""
-        return self.op("Div", [relevance, self.op("Add", [z, self.scalar(self.eps)], hint="z_eps")],
+        return self.op("Div", [relevance, self.op("Add", [z, self.scalar(eps)], hint="z_eps")],
                        hint=hint)
 
     def positive_part(self, weight: gs.Tensor):
@@ -92,30 +92,18 @@ class Emitter:
         return self.reduce("ReduceSum", x, list(range(1, rank)), keepdims=False, hint=hint)
 
 
-class Scaled:
-    """Relevance ``a * c`` with the product left for the fan-in. Most rules end in ``R_in =
-    a * c`` (the activation times a backward signal); where several of them meet at one
-    tensor (a block input read by the first conv, the skip and a projection), one
-    multiplication serves them all: ``a * (c1 + c2 + ...)``, a full pass over the block-sized
-    tensor saved per extra consumer."""
-
-    __slots__ = ("a", "c")
-
-    def __init__(self, a: gs.Tensor, c: gs.Tensor):
-        self.a, self.c = a, c
-
-
 def _chain(e: Emitter, parts: list, hint: str):
     # pairwise Adds, not one Sum: ORT's CPU Sum is slower than Add for two inputs
-    total = parts[0]
+    total = parts[0]  # one part alone keeps what is known of it (a Relevance)
     for part in parts[1:]:
         total = e.op("Add", [total, part], hint=hint)
     return total
 
 
 def add_all(e: Emitter, parts: list, hint="sum"):
-    """The sum of relevance parts, each a tensor or a :class:`Scaled`; parts scaled by the
-    same activation share one multiplication."""
+    """The sum of relevance parts, each a tensor, a :class:`Relevance` or a :class:`Scaled`;
+    parts scaled by the same activation share one multiplication, whose product is known
+    to vanish wherever that activation does."""
     plain, by_activation = [], {}
     for part in parts:
         if isinstance(part, Scaled):
@@ -126,8 +114,7 @@ def add_all(e: Emitter, parts: list, hint="sum"):
         signal = _chain(e, signals, hint="c_sum")
         product = e.op("Mul", [a, signal], hint="r_in")
         _annotate(product, a, e)
-        e.zero_where[product.name] = a
-        plain.append(product)
+        plain.append(Relevance(product, a))
     return _chain(e, plain, hint)
 
 
@@ -137,12 +124,14 @@ def _annotate(relevance, tensor, e: Emitter):
     by scales), and from there on in every tensor computed from it; ORT then
     cannot prove two relevance tensors equal in shape, keeps Mul out of its NCHWc layout and
     reorders both operands on every call."""
+    if isinstance(relevance, Relevance):
+        relevance = relevance.tensor
     if isinstance(relevance, gs.Variable) and relevance.shape is None and tensor.shape is not None:
         relevance.shape = list(tensor.shape)
         relevance.dtype = relevance.dtype or e.dtype
 
 
-def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=None):
+def emit_relevance(facts, matches, e: Emitter, start, probes=None, stop=None):
     """Propagate ``start`` (relevance at ``facts.logits``) down to the image, or to the
     tensor ``stop`` (Grad-CAM's feature map, Integrated Gradients' path inputs).
 
@@ -162,7 +151,7 @@ def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=
         e.scope = f"lrp/{node.name}"
         relevance = add_all(e, parts, hint="fan_in")
         _annotate(relevance, node.outputs[0], e)
-        sent = match.rule.emit(node, relevance, e, facts, config)
+        sent = match.rule.emit(node, relevance, e, facts)
         for index, r in sent.items():
             if probes is not None and isinstance(r, Scaled):
                 sent[index] = r = add_all(e, [r])  # the probe sums it
@@ -175,4 +164,9 @@ def emit_relevance(facts, matches, e: Emitter, start, config, probes=None, stop=
     parts = incoming.pop(target.name, [])
     if not parts:
         raise AssertionError("relevance did not reach the image")  # assign_rules checks this
-    return add_all(e, parts, hint="relevance")
+    return tensor_of(add_all(e, parts, hint="relevance"))
+
+
+def tensor_of(relevance):
+    """The graph tensor of a relevance value."""
+    return relevance.tensor if isinstance(relevance, Relevance) else relevance

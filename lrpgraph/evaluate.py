@@ -9,6 +9,7 @@ perturbed images run through the original model on ORT in batches. No PyTorch.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import random
@@ -17,23 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .atomic import atomic_path
-from .config import VARIANTS, Preprocess, preset
+from .config import METHOD_NAMES, Preprocess, preset
 from .errors import LrpGraphError
+from .heatmaps import heat_quantize
 from .metrics import centre_blob, constant_map, perturbation_curves, random_map
+from .preprocess import crop, load_rgb, normalise
+from .session import open_model, probabilities
 
-# Method name -> the Config changes of its explainer graph.
-GRAPH_METHODS = {
-    "lrp-paper": {},
-    "lrp-winner": {"maxpool": "winner"},
-    **{f"lrp-{v}": dict(VARIANTS[v]) for v in VARIANTS},
-    "lrp-epsilon": {"method": "lrp-epsilon", "start": "logit"},
-    "gradient": {"method": "gradient"},
-    "gradxinput": {"method": "gradxinput"},
-    "guided-bp": {"method": "guided-bp"},
-    "ig": {"method": "ig"},
-    "gradcam": {"method": "gradcam"},
-    "scorecam": {"method": "scorecam"},
-}
+# The maps every table has beside the methods (SPEC.md section 3).
 SANITY = ("constant", "random", "blob")
 
 
@@ -117,9 +109,6 @@ class Prediction:
     batch_size: int = 32
 
     def __call__(self, images01: np.ndarray) -> np.ndarray:
-        from .explain import probabilities
-        from .preprocess import normalise
-
         x = normalise(images01, self.pre)
         name = self.session.get_inputs()[0].name
         out = np.concatenate([self.session.run(None, {name: x[i:i + self.batch_size]})[0]
@@ -127,17 +116,10 @@ class Prediction:
         return probabilities(out, self.softmax_head)
 
 
-def _session(model_bytes_or_path, provider="cpu"):
-    from .cpu_layout import open_session
-    from .explain import _providers
-
-    return open_session(model_bytes_or_path, _providers(provider))
-
-
 def check_methods(methods):
-    unknown = [m for m in methods if m not in GRAPH_METHODS and m not in SANITY]
+    unknown = [m for m in methods if m not in METHOD_NAMES and m not in SANITY]
     if unknown:
-        raise LrpGraphError(f"unknown method(s) {unknown}; available: {sorted(GRAPH_METHODS) + list(SANITY)}")
+        raise LrpGraphError(f"unknown method(s) {unknown}; available: {list(METHOD_NAMES) + list(SANITY)}")
 
 
 class Scorer:
@@ -147,26 +129,31 @@ class Scorer:
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
                  pre: Preprocess | None = None, ig_steps=32, provider="cpu"):
         from .driver import build_explainer
+        from .explain import Explainer
         from .load import load_model
 
         check_methods(methods)
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
         self.pre = pre or Preprocess()
         model = load_model(model_path)
-        self.predict = Prediction(_session(model.SerializeToString(), provider), self.pre,
-                                  model.graph.node[-1].op_type == "Softmax")
         self.explainers = {
-            m: _session(build_explainer(model, preset("paper", ig_steps=ig_steps, **GRAPH_METHODS[m]))[0]
-                        .SerializeToString(), provider)
-            for m in methods if m in GRAPH_METHODS}
+            m: Explainer(build_explainer(model, preset("paper", method=m, ig_steps=ig_steps))[0], provider)
+            for m in methods if m in METHOD_NAMES}
+        self.predict = Prediction(open_model(model, provider), self.pre, self._softmax_head(model))
+
+    def _softmax_head(self, model) -> bool:
+        """Whether the model ends in a softmax over its classes, as the build reads it."""
+        if self.explainers:
+            return next(iter(self.explainers.values())).softmax_head
+        from .match import ends_in_probabilities
+
+        return ends_in_probabilities(model)
 
     def attribution(self, method, cropped, index):
         if method in self.explainers:
-            from .preprocess import normalise
-
             x = normalise(cropped[None], self.pre)
-            sess = self.explainers[method]  # explains the predicted class, as the authors' code does
-            return sess.run(["relevance_map"], {sess.get_inputs()[0].name: x})[0][0]
+            # explains the predicted class, as the authors' code does
+            return self.explainers[method].run(x, names=["relevance_map"])["relevance_map"][0]
         if method == "constant":
             return constant_map(cropped.shape[:2])
         if method == "random":
@@ -175,9 +162,6 @@ class Scorer:
 
     def score(self, path, label, index) -> list:
         """One record per (method, HQ or not, protocol), curves included."""
-        from .explain import heat_quantize
-        from .preprocess import crop, load_rgb
-
         cropped = np.asarray(crop(load_rgb(path), self.pre), dtype=np.float64) / 255.0
         p = self.predict(cropped[None])[0]
         records = []
@@ -200,13 +184,13 @@ def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust
     """Score every image, then write per_image.jsonl, table.{md,csv,json} and the curves.
     With ``ray_address`` ("" for a local instance) the images are spread over Ray actors."""
     check_methods(methods)
-    args = (model_path, methods, protocols, hq, seeds, pre, ig_steps, provider)
+    make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider)
     if ray_address is not None:
         from .ray import score_on_ray
 
-        records = score_on_ray(args, items, ray_address, workers)
+        records = score_on_ray(make_scorer, items, ray_address, workers)
     else:
-        scorer = Scorer(*args)
+        scorer = make_scorer()
         records = []
         for n, (path, label) in enumerate(items):
             records += scorer.score(path, label, n)

@@ -2,9 +2,13 @@
 
     from lrpgraph import Explainer
     ex = Explainer("resnet50.lrp.onnx")            # provider="auto": CUDA if it works, else CPU
-    result = ex.explain(["cat.jpg", pil_image, hwc_uint8_array])
+    result = ex.explain(["cat.jpg", hwc_uint8_array])
     result.heatmaps, result.classes, result.probabilities
     result.save("out/")
+
+:class:`Explainer` runs arrays and images (session.py opens the model); explain_paths runs
+whole folders into an output folder, reading the next batch and writing the last one on
+threads of their own. Writing files is results.py's, colouring heatmaps.py's.
 
 Needs onnxruntime, numpy and Pillow; matplotlib only to write PNGs. No PyTorch.
 """
@@ -16,18 +20,16 @@ import os
 import queue
 import sys
 import threading
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 
-from .atomic import atomic_path
 from .config import Preprocess
 from .errors import LrpGraphError
-from .preprocess import ImageError, find_images, prepare
-
-RESULTS = "results.jsonl"
+from .heatmaps import heat_quantize
+from .preprocess import ImageError, prepare
+from .results import Result, compact_results, pending_images
+from .session import open_model, probabilities
 
 
 def imagenet_class_names() -> list[str]:
@@ -36,164 +38,23 @@ def imagenet_class_names() -> list[str]:
         return fh.read().splitlines()
 
 
-def heat_quantize(alpha: np.ndarray, levels: int = 8) -> np.ndarray:
-    """SPEC.md Heat Quantization per image (N x H x W): edges linspace(min, max, L); values
-    in [e_i, e_i+1) become e_i; the maximum keeps its value."""
-    out = np.empty_like(alpha)
-    for i, a in enumerate(alpha):
-        edges = np.linspace(a.min(), a.max(), levels).astype(a.dtype)
-        idx = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, levels - 1)
-        out[i] = np.where(a == a.max(), a.max(), edges[idx])
-    return out
-
-
-def probabilities(scores: np.ndarray, softmax_head: bool) -> np.ndarray:
-    """Class probabilities from a model's output: itself if the model ends in Softmax."""
-    if softmax_head:
-        return scores
-    e = np.exp(scores - scores.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def append_results(folder, lines) -> None:
-    """Add lines to ``folder``/results.jsonl and make them durable before going on."""
-    with open(os.path.join(folder, RESULTS), "a", encoding="utf-8") as fh:
-        fh.writelines(lines)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _providers(provider: str):
-    import onnxruntime as ort
-
-    if provider not in ("auto", "cuda", "cpu"):
-        raise LrpGraphError(f"--provider {provider}: choose auto, cuda or cpu")
-    if provider == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        if hasattr(ort, "preload_dlls"):
-            try:  # CUDA/cuDNN from the nvidia-* wheels, without LD_LIBRARY_PATH
-                ort.preload_dlls()
-            except Exception:
-                pass
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if provider == "cuda":
-        warnings.warn("CUDA was asked for but this onnxruntime has no CUDAExecutionProvider "
-                      "(pip install lrpgraph[gpu]); running on the CPU", stacklevel=3)
-    return ["CPUExecutionProvider"]
-
-
-@dataclass
-class Result:
-    names: list
-    heatmaps: np.ndarray  # N x H x W relevance_map
-    classes: np.ndarray  # predicted class per image
-    probabilities: np.ndarray  # probability of the predicted class
-    targets: np.ndarray  # the class each heatmap explains
-    target_probabilities: np.ndarray
-    relevance_sums: np.ndarray
-    heatmaps_hq: np.ndarray | None = None
-    crops: list = field(default_factory=list)  # the RGB pictures the heatmaps lie on
-    class_names: list | None = None
-    sources: list = field(default_factory=list)
-
-    def __len__(self):
-        return len(self.names)
-
-    def record(self, i: int) -> dict:
-        rec = {"name": self.names[i], "file": self.sources[i] if self.sources else None,
-               "class": int(self.classes[i]), "probability": float(self.probabilities[i]),
-               "target": int(self.targets[i]), "target_probability": float(self.target_probabilities[i]),
-               "relevance_sum": float(self.relevance_sums[i])}
-        if self.class_names:
-            rec["class_name"] = self.class_names[rec["class"]]
-            if 0 <= rec["target"] < len(self.class_names):
-                rec["target_name"] = self.class_names[rec["target"]]
-        return rec
-
-    def save(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
-        """Per image ``name.npy``, ``name.png`` (colour-mapped) and ``name_overlay.png``,
-        each written atomically, then one line per image appended to results.jsonl."""
-        self.save_files(folder, cmap, alpha)
-        append_results(folder, [json.dumps(self.record(i)) + "\n" for i in range(len(self))])
-
-    def save_files(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
-        """The per-image files of ``save``, without results.jsonl (Ray workers write these;
-        the driver merges the jsonl). Images are written in parallel: PNG encoding, not the
-        explainer, bounds throughput on a GPU, and zlib releases the GIL."""
-        os.makedirs(folder, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.names)))) as pool:
-            # list(): re-raise the first failure here rather than lose it in the pool
-            list(pool.map(lambda i: self._save_one(folder, i, cmap, alpha), range(len(self.names))))
-
-    def _save_one(self, folder, i, cmap, alpha):
-        heat = self.heatmaps_hq[i] if self.heatmaps_hq is not None else self.heatmaps[i]
-        base = os.path.join(folder, self.names[i])
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        with atomic_path(base + ".npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, heat)
-        colour = colourise(heat, cmap)
-        _save_png(colour, base + ".png")
-        if self.crops:
-            # Weight by |relevance| so that the photo shows where nothing is relevant.
-            weight = alpha * np.sqrt(np.abs(heat) / (np.abs(heat).max() or 1.0))[..., None]
-            blend = (1 - weight) * self.crops[i] + weight * colour
-            _save_png(blend.round().astype(np.uint8), base + "_overlay.png")
-
-
-def colourise(heat: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """H x W x 3 uint8. Non-negative maps span [0, max]; signed maps are centred at 0 so
-    that negative evidence reads as such."""
-    from matplotlib import colormaps
-
-    scale = float(np.abs(heat).max()) or 1.0
-    if heat.min() >= 0:
-        v = heat / scale
-    else:
-        v = 0.5 + 0.5 * heat / scale
-        cmap = "seismic" if cmap == "jet" else cmap
-    return (colormaps[cmap](np.clip(v, 0, 1))[..., :3] * 255).round().astype(np.uint8)
-
-
-def _save_png(array: np.ndarray, path: str) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
 class Explainer:
-    """An explainer model in an ORT session, with the preprocessing recorded at build."""
+    """An explainer model (a path, or an ``onnx.ModelProto`` built in memory) in an ORT
+    session, with the preprocessing recorded at build."""
 
-    def __init__(self, model_path, provider: str = "auto", preprocess: Preprocess | None = None,
+    def __init__(self, model, provider: str = "auto", preprocess: Preprocess | None = None,
                  threads: int | None = None, cpu_layout: bool = True):
-        import onnxruntime as ort
-
-        from .cpu_layout import cpu_session, open_session
-
-        if not os.path.isfile(model_path):
-            raise LrpGraphError(f"{model_path}: no such explainer model (build one with lrpgraph build)")
-
-        def configure(opts):
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if threads:
-                opts.intra_op_num_threads = threads
-
-        providers = _providers(provider)
-        try:
-            self.session = open_session(model_path, providers, configure, layout=cpu_layout)
-        except Exception as exc:
-            if providers[0] != "CUDAExecutionProvider":
-                raise LrpGraphError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
-            warnings.warn(f"CUDA provider failed to start ({exc}); running on the CPU", stacklevel=2)
-            self.session = cpu_session(os.fspath(model_path), configure, layout=cpu_layout)
+        if not isinstance(model, onnx.ModelProto) and not os.path.isfile(model):
+            raise LrpGraphError(f"{model}: no such explainer model (build one with lrpgraph build)")
+        self.session = open_model(model, provider, threads, cpu_layout)
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if "lrpgraph.config" not in meta:
-            raise LrpGraphError(f"{model_path}: not an lrpgraph explainer (no lrpgraph metadata); "
+            where = "the model" if isinstance(model, onnx.ModelProto) else model
+            raise LrpGraphError(f"{where}: not an lrpgraph explainer (no lrpgraph metadata); "
                                 "build one with: lrpgraph build MODEL.onnx")
         self.config = json.loads(meta["lrpgraph.config"])
+        self.absorbs = json.loads(meta.get("lrpgraph.absorbs", "{}"))
         recorded = json.loads(meta.get("lrpgraph.preprocess", "{}"))
         recorded["mean"], recorded["std"] = tuple(recorded.get("mean", ())), tuple(recorded.get("std", ()))
         self.preprocess = preprocess or Preprocess(**recorded)
@@ -207,13 +68,15 @@ class Explainer:
         self.class_names = imagenet_class_names() if self.num_classes == 1000 else None
 
     # -- arrays in, arrays out -----------------------------------------------------------
-    def run(self, x: np.ndarray, target=None, hq: bool = False) -> dict:
+    def run(self, x: np.ndarray, target=None, hq: bool = False, names=None) -> dict:
         """Run the explainer on a preprocessed batch; returns logits, probabilities,
-        relevance_map (and relevance_map_hq with hq=True)."""
+        relevance_map (and relevance_map_hq with hq=True), or the outputs ``names``."""
         x = self.check_input(x)
         feeds = {self.input_name: x}
         if target is not None:
             feeds["target"] = self.check_target(target, len(x))
+        if names is not None:
+            return dict(zip(names, self.session.run(names, feeds)))
         names = ["logits", "relevance_map", "target_used"]
         if hq and "relevance_map_hq" in self.outputs:
             names.append("relevance_map_hq")
@@ -283,109 +146,58 @@ class Explainer:
         )
 
 
-@dataclass
-class RunSummary:
-    explained: int = 0
-    skipped: int = 0
-    failed: list = field(default_factory=list)  # (path, reason)
+def _read_batches(items, preprocess, batch_size, batches: queue.Queue) -> None:
+    """Decode and crop the images into batches (and failures) for the queue, then "end"."""
+    batch = []
+    for path, name in items:
+        try:
+            x, crop = prepare(path, preprocess)
+            batch.append((path, name, x, crop))
+        except ImageError as exc:
+            batches.put(("failed", (path, str(exc))))
+        except Exception as exc:
+            batches.put(("failed", (path, f"{type(exc).__name__}: {exc}")))
+        if len(batch) == batch_size:
+            batches.put(("batch", batch))
+            batch = []
+    if batch:
+        batches.put(("batch", batch))
+    batches.put(("end", None))
 
 
-def done_names(folder) -> set:
-    """Images already explained in ``folder``: a results.jsonl line and all their files.
-    A line cut short by a crash is ignored (its image is redone)."""
-    path = os.path.join(folder, RESULTS)
-    done = set()
-    if not os.path.exists(path):
-        return done
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                name = json.loads(line)["name"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if os.path.exists(os.path.join(folder, name + ".npy")):
-                done.add(name)
-    return done
-
-
-def compact_results(folder) -> None:
-    """Keep the last line per image (a re-run with --overwrite appends new ones)."""
-    path = os.path.join(folder, RESULTS)
-    if not os.path.exists(path):
-        return
-    latest = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                latest[json.loads(line)["name"]] = line if line.endswith("\n") else line + "\n"
-            except (ValueError, KeyError, TypeError):
-                continue
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.writelines(latest.values())
-
-
-def pending_images(paths, output, overwrite):
-    """The images under ``paths`` still to explain into ``output``, and a summary that
-    counts those already done (all of them are redone with ``overwrite``)."""
-    items = find_images(paths)
-    os.makedirs(output, exist_ok=True)
-    summary = RunSummary()
-    if not overwrite:
-        done = done_names(output)
-        summary.skipped = sum(1 for _, n in items if n in done)
-        items = [(p, n) for p, n in items if n not in done]
-    return items, summary
+def _write_results(to_write: queue.Queue, output, cmap, summary, bar, failure: list) -> None:
+    """Save each explained batch and count it, in order, until None arrives. After an
+    error, what was queued is drained without writing; the error is left in ``failure``."""
+    while (item := to_write.get()) is not None:
+        kind, payload = item
+        if failure:
+            continue
+        try:
+            if kind == "failed":
+                summary.failed.append(payload)
+                bar.update(1)
+            else:
+                payload.save(output, cmap=cmap)
+                summary.explained += len(payload)
+                bar.update(len(payload))
+        except BaseException as exc:  # re-raised by the caller's thread
+            failure.append(exc)
 
 
 def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, batch_size=8,
-                  overwrite=False, progress=None, cmap="jet") -> RunSummary:
+                  overwrite=False, progress=None, cmap="jet"):
     """Explain every image under ``paths`` into ``output``; bad files are reported and
-    skipped; images already done are skipped unless ``overwrite``."""
+    skipped; images already done are skipped unless ``overwrite``. Returns a RunSummary.
+
+    Images are read one batch ahead and written one batch behind, each on a thread of its
+    own, so that on a GPU the CPU's decoding and PNG encoding (what bounded the H100 run in
+    docs/BENCHMARKS.md) overlap the explainer instead of adding to it."""
     items, summary = pending_images(paths, output, overwrite)
     bar = _progress(len(items), progress)
-    batches: queue.Queue = queue.Queue(maxsize=2)
-
-    def read():  # decode and crop the next batches while ORT runs this one
-        batch = []
-        for path, name in items:
-            try:
-                x, crop = prepare(path, explainer.preprocess)
-                batch.append((path, name, x, crop))
-            except ImageError as exc:
-                batches.put(("failed", (path, str(exc))))
-            except Exception as exc:
-                batches.put(("failed", (path, f"{type(exc).__name__}: {exc}")))
-            if len(batch) == batch_size:
-                batches.put(("batch", batch))
-                batch = []
-        if batch:
-            batches.put(("batch", batch))
-        batches.put(("end", None))
-
-    # Written on a thread of its own, one batch behind, so that on a GPU the CPU's PNG encoding
-    # (what bounded the H100 run in docs/BENCHMARKS.md) overlaps the next batch instead of
-    # adding to it. All bookkeeping happens on this thread, in order.
-    to_write: queue.Queue = queue.Queue(maxsize=2)
-    failure: list = []
-
-    def write():
-        while (item := to_write.get()) is not None:
-            kind, payload = item
-            if failure:
-                continue  # drain what was queued before the error, writing nothing more
-            try:
-                if kind == "failed":
-                    summary.failed.append(payload)
-                    bar.update(1)
-                else:
-                    payload.save(output, cmap=cmap)
-                    summary.explained += len(payload)
-                    bar.update(len(payload))
-            except BaseException as exc:  # re-raised by the caller's thread below
-                failure.append(exc)
-
-    reader = threading.Thread(target=read, daemon=True)
-    writer = threading.Thread(target=write)
+    batches, to_write, failure = queue.Queue(maxsize=2), queue.Queue(maxsize=2), []
+    reader = threading.Thread(target=_read_batches, args=(items, explainer.preprocess, batch_size, batches),
+                              daemon=True)
+    writer = threading.Thread(target=_write_results, args=(to_write, output, cmap, summary, bar, failure))
     reader.start()
     writer.start()
     try:

@@ -44,3 +44,19 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
             out.type.tensor_type.elem_type = _F16
     del graph.value_info[:]
     return shape_inference.infer_shapes(model, data_prop=True)
+
+
+# The float16 pass starts from this much relevance per image (see half_start).
+HALF_START = 1024.0
+
+
+def half_start(e, start):
+    """LRP is linear in the start relevance: float16 runs the pass from a start of
+    HALF_START per image, where relevance spread over ~10^6 activations stays in float16's
+    normal range. Returns (the new start, the float32 sum of the true start per image, the
+    factor per image that scales the pass's outputs back)."""
+    value = e.op("Cast", [e.reduce("ReduceSum", start.relevance, [1], keepdims=False)],
+                 {"to": onnx.TensorProto.FLOAT}, hint="start_value")
+    per_image = e.op("Div", [value, np.array(HALF_START, np.float32)], hint="per_image")
+    start.relevance = e.op("Mul", [start.onehot, e.scalar(HALF_START)], hint="unit_start")
+    return start, value, per_image

@@ -16,6 +16,9 @@ from onnx import shape_inference, version_converter
 from .errors import LrpGraphError
 
 MIN_OPSET = 17
+# Ops whose output is not a function of their inputs: never constant, even on constants.
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
+                        "RandomUniformLike", "Multinomial", "Bernoulli"})
 # opset 17 needs IR 8; keep what a newer model already declares.
 MIN_IR_VERSION = 8
 

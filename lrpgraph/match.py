@@ -1,7 +1,8 @@
 """Read facts off the forward graph: what is constant, what is the first layer, where the
 skip merges are and which operand of each is the skip, and which rule each node gets.
 
-Structure only, never names: exporters name things differently (SPEC.md section 2).
+Structure only, never names: exporters name things differently (SPEC.md section 2). What an
+op is (weighted, sign-keeping, ...) is asked of its rule (rules/base.py), never listed here.
 """
 
 from __future__ import annotations
@@ -13,18 +14,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .errors import LrpGraphError, UnsupportedOpsError
+from .load import RANDOM_OPS
+from .rules import op_facts
 
-# Nodes that carry weights: the "depth" that tells a skip from a residual branch, and the
-# first layer from the rest, counts these.
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-# Ops whose output is never negative, and ops that keep a non-negative input so.
-_NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Softplus"})
-_SIGN_KEEPING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-                               "ReduceMean", "ReduceMax", "Flatten", "Reshape", "Squeeze",
-                               "Unsqueeze", "Transpose", "Identity", "Dropout", "Cast", "Resize",
-                               "Concat", "Add", "Pad"})
-_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
-                         "RandomUniformLike", "Multinomial", "Bernoulli"})
+
+def _weighted(node) -> int:
+    """1 for a node that carries weights (its rule says so): the "depth" that tells a skip
+    from a residual branch, and the first layer from the rest, counts these."""
+    return 1 if op_facts(node.op).weighted else 0
 
 
 @dataclass(frozen=True)
@@ -79,9 +76,7 @@ class GraphFacts:
         head = graph.outputs[0]
         # A model that ends in Softmax (Caffe2, TensorFlow) already gives the probability
         # that relevance starts from; the pass starts below it, never with a second softmax.
-        logits = head
-        if head.inputs and head.inputs[0].op == "Softmax":
-            logits = head.inputs[0].inputs[0]
+        logits = head.inputs[0].inputs[0] if probability_head(head) else head
         facts = cls(graph=graph, image=graph.inputs[0], head=head, logits=logits,
                     order=list(graph.nodes))
         facts._compute_constants()
@@ -114,7 +109,7 @@ class GraphFacts:
         """Tensors computed from initializers alone (Constant, ConstantOfShape, Identity of
         a weight, ...): ORT folds these at load, and relevance never flows into them."""
         for node in self.order:
-            if node.op in _RANDOM_OPS:
+            if node.op in RANDOM_OPS:
                 continue
             if all(self.is_const(t) for t in node.inputs):
                 self._const.update(out.name for out in node.outputs)
@@ -126,41 +121,20 @@ class GraphFacts:
             ins = [depth[t.name] for t in node.inputs if t.name in depth]
             if not ins:
                 continue
-            d = max(ins) + (1 if node.op in WEIGHTED_OPS else 0)
+            d = max(ins) + _weighted(node)
             for out in node.outputs:
                 depth[out.name] = d
         self._wdepth = depth
 
     def _compute_signs(self) -> None:
-        """Tensors that cannot be negative: z+ is the paper's rule exactly there."""
+        """Tensors that cannot be negative, as each op's rule tells: z+ is the paper's rule
+        exactly there."""
         for node in self.order:
-            acts = [t for t in node.inputs if not self.is_const(t)]
-            if node.op in _NON_NEGATIVE_OPS:
-                keep = True
-            elif node.op == "Clip":
-                lo = self.clip_bounds(node)[0]
-                keep = lo is not None and lo >= 0
-            elif node.op in _SIGN_KEEPING_OPS:
-                keep = bool(acts) and all(t.name in self._non_negative for t in acts) and all(
-                    self._const_non_negative(t) for t in node.inputs
-                    if self.is_const(t) and node.op in ("Add", "Concat"))
-            else:
-                keep = False
-            if keep:
-                self._non_negative.update(out.name for out in node.outputs[:1])
+            if node.outputs and op_facts(node.op).output_non_negative(node, self):
+                self._non_negative.add(node.outputs[0].name)
 
-    def clip_bounds(self, node: gs.Node) -> tuple:
-        """(min, max) of a Clip, from its inputs (opset 11+) or attributes; -inf / inf where
-        absent, None where computed at run time."""
-        def bound(i, attr, default):
-            if len(node.inputs) > i and not node.inputs[i].is_empty():
-                value = self.const_value(node.inputs[i])
-                return None if value is None else float(np.asarray(value))
-            return float(node.attrs.get(attr, default))
-
-        return bound(1, "min", -np.inf), bound(2, "max", np.inf)
-
-    def _const_non_negative(self, tensor) -> bool:
+    def const_non_negative(self, tensor) -> bool:
+        """Whether a constant tensor's value is known and has no negative entry."""
         value = self.const_value(tensor)
         return value is not None and bool((np.asarray(value) >= 0).all())
 
@@ -196,7 +170,7 @@ class GraphFacts:
         while queue:
             cur = queue.popleft()
             for node in cur.inputs:
-                w = 1 if node.op in WEIGHTED_OPS else 0
+                w = _weighted(node)
                 for t in node.inputs:
                     if self.is_const(t):
                         continue
@@ -231,9 +205,38 @@ class GraphFacts:
         return self.merges[node.name]
 
 
-def assign_rules(facts: GraphFacts, registry, config, stop=None, problems=None) -> list[Match]:
+def probability_head(head: gs.Tensor) -> bool:
+    """Whether the model's output is a Softmax over its class axis (the last): class
+    probabilities. A softmax over another axis (the batch) is not one."""
+    if not head.inputs or head.inputs[0].op != "Softmax":
+        return False
+    rank = len(head.shape) if head.shape is not None else 2
+    # canonicalise brought the model to opset >= 17, where Softmax's default axis is -1
+    return int(head.inputs[0].attrs.get("axis", -1)) % rank == rank - 1
+
+
+def ends_in_probabilities(model) -> bool:
+    """Whether an ONNX model's one output is a softmax over its classes."""
+    graph = gs.import_onnx(model)
+    return len(graph.outputs) == 1 and probability_head(graph.outputs[0])
+
+
+def layout(facts: GraphFacts) -> tuple[int, str]:
+    """(channel axis, name): NCHW unless the image first goes through an NHWC->NCHW
+    Transpose (TensorFlow)."""
+    rank = len(facts.image.shape or [0, 0, 0, 0])
+    consumers = list(facts.image.outputs)
+    if len(consumers) == 1 and consumers[0].op == "Cast":  # the float16 explainer's input cast
+        consumers = list(consumers[0].outputs[0].outputs)
+    for consumer in consumers:
+        if consumer.op == "Transpose" and list(consumer.attrs.get("perm", [])) == [0, 3, 1, 2]:
+            return 3, "NHWC"
+    return (1, "NCHW") if rank == 4 else (1, f"rank{rank}")
+
+
+def assign_rules(facts: GraphFacts, composite, stop=None, problems=None) -> list[Match]:
     """Walk back from the output along the inputs that relevance reaches; give every node on
-    that path its rule. Collect every node without one before failing, so the user sees them
+    that path its rule from ``composite`` (rules/composites.py). Collect every node without one before failing, so the user sees them
     all at once; with a ``problems`` list, fill it instead of failing (inspect). The walk
     ends at ``stop`` (default: the image)."""
     collect = problems is not None
@@ -244,18 +247,14 @@ def assign_rules(facts: GraphFacts, registry, config, stop=None, problems=None) 
     for node in reversed(facts.order):
         if not any(out.name in on_path for out in node.outputs[:1]) or node.outputs[0] is target:
             continue
-        rule = registry.get(node.op)
-        reason = None
-        if rule is None:
-            reason = "no rule for this op type"
-        else:
-            reason = rule.check(node, facts, config)
+        rule = composite.rule_for(node, facts)
+        reason = "no rule for this op type" if rule is None else rule.check(node, facts)
         if reason is not None:
             problems.append((node.name, node.op, reason))
             targets = facts.activations(node)  # keep walking to list everything unsupported
         else:
             targets = rule.relevance_inputs(node, facts)
-            matches.append(Match(node=node, rule=rule, note=rule.describe(node, facts, config)))
+            matches.append(Match(node=node, rule=rule, note=rule.describe(node, facts)))
         for i in targets:
             on_path.add(node.inputs[i].name)
     if problems and not collect:

@@ -133,10 +133,10 @@ def explain_dataset(ds, model, batch_size: int = 8, provider: str = "auto", num_
 
 
 class _ScoreActor:
-    def __init__(self, scorer_args):
-        from .evaluate import Scorer
+    """Holds one scorer (evaluate.Scorer: the model and an explainer per method)."""
 
-        self.scorer = Scorer(*scorer_args)
+    def __init__(self, make_scorer):
+        self.scorer = make_scorer()
 
     def __call__(self, batch: dict) -> dict:
         out = []
@@ -145,15 +145,15 @@ class _ScoreActor:
         return {"record": np.array([json.dumps(r) for r in out], dtype=object)}
 
 
-def score_on_ray(scorer_args, items, address, workers=None) -> list:
-    """``lrpgraph eval --ray``: images spread over actors that each hold a Scorer; the
-    records come back to the driver, which writes the tables."""
+def score_on_ray(make_scorer, items, address, workers=None) -> list:
+    """``lrpgraph eval --ray``: images spread over actors that each hold the scorer
+    ``make_scorer()`` returns; the records come back to the driver, which writes the tables."""
     ray = _connect(address)
     workers = workers or int(ray.cluster_resources().get("CPU", 1))
     ds = ray.data.from_items([{"path": os.path.abspath(p), "label": int(l), "index": i}
                               for i, (p, l) in enumerate(items)])
     rows = ds.map_batches(_ScoreActor, batch_size=1, batch_format="numpy", concurrency=workers,
-                          fn_constructor_kwargs={"scorer_args": scorer_args},
+                          fn_constructor_kwargs={"make_scorer": make_scorer},
                           max_restarts=3, max_task_retries=3).take_all()
     records = [json.loads(r["record"]) for r in rows]
     # a retried image reports again: keep one record per (image, method, protocol)
@@ -164,7 +164,7 @@ def score_on_ray(scorer_args, items, address, workers=None) -> list:
 def explain_paths_ray(model, paths, output, address=None, target=None, hq=False, batch_size=8,
                       overwrite=False, provider="auto", workers=None, cmap="jet", preprocess=None):
     """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one."""
-    from .explain import append_results, compact_results, pending_images
+    from .results import append_results, compact_results, pending_images
 
     ray = _connect(address)
     output = os.path.abspath(output)

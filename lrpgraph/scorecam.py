@@ -57,6 +57,17 @@ def weights_and_cam(e, facts, cam_layer, all_logits, channels, target):
     return e.op("Relu", [e.reduce("ReduceSum", e.op("Mul", [weights, cam_layer]), [1], keepdims=True)], hint="cam")
 
 
+def cam_to_image(e, facts, cam):
+    """N x 1 x h x w -> N x H x W, bilinear with half-pixel centres (cv2.resize's): how
+    Grad-CAM and Score-CAM bring their map to the input's size."""
+    height, width = [int(d) for d in facts.image.shape[2:4]]
+    batch = e.op("Slice", [e.op("Shape", [cam]), np.array([0], np.int64), np.array([1], np.int64)], hint="batch")
+    sizes = e.op("Concat", [batch, np.array([1, height, width], np.int64)], {"axis": 0}, hint="sizes")
+    up = e.op("Resize", [cam, None, None, sizes], {"mode": "linear"}, hint="cam_up")
+    return e.op("Reshape", [up, e.op("Concat", [batch, np.array([height, width], np.int64)], {"axis": 0})],
+                hint="cam_map")
+
+
 def insert_scan(model: onnx.ModelProto, forward: onnx.ModelProto, image: str, chunks: str, placeholder: str):
     """Replace the placeholder ``Identity(chunks)`` by a Scan whose body is ``forward``
     (the canonical model) run on one chunk; every tensor of the copy is renamed so that

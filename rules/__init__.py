@@ -1,32 +1,54 @@
-"""Rules, one module per ONNX op type (or family of ops that share one rule).
+"""Rules, one module per ONNX op type (or family of ops that share one rule), registered by
+the explicit imports below (ONNX's reference ops: a new op is one module and one line here,
+plus its test in tests/rules/).
 
-Each rule belongs to one or more *kinds* (zennit's composites): ``lrp`` (the paper's rules,
-parameterised by Config), ``epsilon`` (LRP-epsilon everywhere, captum-style) and
-``gradient`` (the backward pass: plain gradient, Gradient x Input, Integrated Gradients,
-Guided Backprop, Grad-CAM). A registry maps op types to the rules of one kind; a new op is
-one module here with a ``RULES`` list, one line in ``_MODULES``, and its test in tests/rules/.
+Each module's ``RULES`` lists rule instances with their default parameters; each instance
+serves the rule *families* it names (``lrp``: the paper's rules; ``epsilon``: LRP-epsilon,
+captum-style; ``gradient``: the backward pass of the gradient methods). composites.py
+builds the named rule sets (zennit's composites) from these families, with parameters.
 """
 
-from importlib import import_module
+from __future__ import annotations
 
-_MODULES = ("add", "affine", "averagepool", "conv", "gemm", "matmul", "maxpool",
-            "passthrough", "reducemean", "reshape", "transpose")
+from . import add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean
+from . import reshape, transpose
+from .base import Rule
+
+MODULES = tuple(m for m in (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough,
+                            reducemean, reshape, transpose))
+FAMILIES = ("lrp", "epsilon", "gradient")
 
 
-KINDS = ("lrp", "epsilon", "gradient")
-
-
-def build_registry(kind: str) -> dict:
-    registry = {}
-    for name in _MODULES:
-        for rule in import_module(f"{__name__}.{name}").RULES:
-            if kind not in rule.kinds:
+def family(name: str) -> dict[str, Rule]:
+    """Op type -> the default rule instance of family ``name``."""
+    rules: dict[str, Rule] = {}
+    for module in MODULES:
+        for rule in module.RULES:
+            if name not in rule.families:
                 continue
             for op_type in rule.op_types:
-                if op_type in registry:
-                    raise RuntimeError(f"two {kind} rules claim op type {op_type}")
-                registry[op_type] = rule
-    return registry
+                if op_type in rules:
+                    raise RuntimeError(f"two {name} rules claim op type {op_type}: "
+                                       f"{type(rules[op_type]).__name__}, {type(rule).__name__}")
+                rules[op_type] = rule
+    return rules
 
 
-REGISTRIES = {kind: build_registry(kind) for kind in KINDS}
+def _op_facts() -> dict[str, type]:
+    """Op type -> the rule class that declares its facts (weighted, role, sign, ...): the
+    first of the op's rules; the other families' rules for the op derive from it."""
+    facts: dict[str, type] = {}
+    for module in MODULES:
+        for rule in module.RULES:
+            for op_type in rule.op_types:
+                facts.setdefault(op_type, type(rule))
+    return facts
+
+
+OP_FACTS = _op_facts()
+
+
+def op_facts(op_type: str) -> type:
+    """The facts of ``op_type``; an op without a rule gets the conservative ones of
+    :class:`Rule` (unweighted, no role, sign unknown, absorbs nothing)."""
+    return OP_FACTS.get(op_type, Rule)

@@ -11,9 +11,10 @@ from .base import Rule
 
 class ConstantAffine(Rule):
     op_types = ("Sub", "Mul", "Div")
-    kinds = ("lrp", "epsilon")
+    role = "norm"  # an exporter's decomposed BatchNormalization
+    families = ("lrp", "epsilon")
 
-    def check(self, node, facts, config):
+    def check(self, node, facts):
         if len(facts.activations(node)) != 1:
             return f"a {node.op} of two image-dependent tensors has no LRP rule"
         if node.op == "Div" and facts.activations(node) != [0]:
@@ -27,21 +28,21 @@ class ConstantAffine(Rule):
     def relevance_inputs(self, node, facts):
         return facts.activations(node)
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return "pass"
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         (index,) = facts.activations(node)
         return {index: relevance}
 
 
 class ConstantAffineGradient(ConstantAffine):
-    kinds = ("gradient",)
+    families = ("gradient",)
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return "gradient"
 
-    def emit(self, node, grad, e, facts, config):
+    def emit(self, node, grad, e, facts):
         (index,) = facts.activations(node)
         other = node.inputs[1 - index]
         if node.op == "Mul":

@@ -13,7 +13,7 @@ LRP-epsilon (whole-map pools): ``R_in = a * (R / (mean + eps*sign(mean))) / n``;
 
 import numpy as np
 
-from .base import Rule
+from .base import Rule, SignKeeping
 from .conv import adjoint, transpose_attrs
 from .linear import epsilon_ratio
 
@@ -24,10 +24,13 @@ def _covers_whole_map(node, facts):
     return list(node.attrs.get("kernel_shape", [])) == list(spatial) and not any(pads)
 
 
-class AveragePoolZ(Rule):
+class AveragePoolZ(SignKeeping, Rule):
     op_types = ("GlobalAveragePool", "AveragePool")
+    role = "pool"
+    params = ("eps",)
+    eps = 1e-5
 
-    def check(self, node, facts, config):
+    def check(self, node, facts):
         try:
             shape = facts.static_shape(node.inputs[0], "the input", node)
         except Exception as exc:
@@ -42,25 +45,30 @@ class AveragePoolZ(Rule):
             return "expects N x C x spatial input"
         return None
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return "z"
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         a = node.inputs[0]
         shape = facts.static_shape(a, "the input", node)
         if node.op == "GlobalAveragePool" or _covers_whole_map(node, facts):
             # the forward pool already is the window mean
-            return {0: mean_rule(e, a, node.outputs[0], relevance, e.scalar(int(np.prod(shape[1:]))), config)}
+            return {0: self.mean_rule(e, a, node.outputs[0], relevance, e.scalar(int(np.prod(shape[1:]))))}
         channels, kernel = shape[0], list(node.attrs["kernel_shape"])
         ones = np.ones([channels, 1] + kernel, dtype=e.dtype)
         box = e.const(ones, "box")
         attrs = {k: node.attrs[k] for k in ("strides", "pads") if k in node.attrs}
         attrs.update(kernel_shape=kernel, group=channels)
         window_sum = e.op("Conv", [a, box], attrs, hint="window_sum")
-        n_eps = e.scalar(float(np.prod(kernel)) * float(e.eps))
+        n_eps = e.scalar(float(np.prod(kernel)) * float(self.eps))
         s = e.op("Div", [relevance, e.op("Add", [window_sum, n_eps])], hint="s")
         tattrs = transpose_attrs(_ConvView(node, kernel, channels), facts, [channels, 1] + kernel)
         return {0: e.scaled(a, adjoint(e, s, box, tattrs))}
+
+    def mean_rule(self, e, a, mean, signal, n):
+        """The z-rule of a mean over some axes (``n`` values each), ``mean`` and ``signal``
+        broadcasting back over them: ``a * R / (n * (mean + eps))``."""
+        return e.scaled(a, e.op("Div", [e.stabilised_ratio(signal, mean, self.eps), n], hint="s_n"))
 
 
 class _ConvView:
@@ -73,29 +81,34 @@ class _ConvView:
 
 
 class GlobalPoolEpsilon(AveragePoolZ):
-    kinds = ("epsilon", "gradient")
+    families = ("epsilon",)
+    params = ("epsilon",)
+    epsilon = 1e-9
 
-    def check(self, node, facts, config):
-        reason = super().check(node, facts, config)
+    def check(self, node, facts):
+        reason = super().check(node, facts)
         if reason is None and node.op == "AveragePool" and not _covers_whole_map(node, facts):
             return "a sliding AveragePool has only the LRP rule here"
         return reason
 
-    def describe(self, node, facts, config):
-        return config.rule_kind
+    def describe(self, node, facts):
+        return "epsilon"
+
+    def mean_rule(self, e, a, mean, signal, n):
+        """LRP-epsilon: ``a * (R / (mean + eps*sign(mean))) / n``."""
+        return e.scaled(a, e.op("Div", [epsilon_ratio(e, signal, mean, self.epsilon), n], hint="s_n"))
 
 
-def mean_rule(e, a, mean, signal, n, config):
-    """Every kind's rule of a mean over some axes (``n`` values each), ``mean`` and
-    ``signal`` broadcasting back over them: the z-rule ``a * R / (n * (mean + eps))``,
-    LRP-epsilon with ``eps * sign(mean)``, or the gradient ``G / n``."""
-    if config.rule_kind == "gradient":
+class GlobalPoolGradient(GlobalPoolEpsilon):
+    families = ("gradient",)
+    params = ()
+
+    def describe(self, node, facts):
+        return "gradient"
+
+    def mean_rule(self, e, a, mean, signal, n):
+        """The gradient of a mean: ``G / n`` everywhere in the window."""
         return e.op("Expand", [e.op("Div", [signal, n], hint="g_n"), e.op("Shape", [a])], hint="g_in")
-    if config.rule_kind == "epsilon":
-        ratio = epsilon_ratio(e, signal, mean, config.epsilon)
-    else:
-        ratio = e.stabilised_ratio(signal, mean)
-    return e.scaled(a, e.op("Div", [ratio, n], hint="s_n"))
 
 
-RULES = [AveragePoolZ(), GlobalPoolEpsilon()]
+RULES = [AveragePoolZ(), GlobalPoolEpsilon(), GlobalPoolGradient()]

@@ -6,9 +6,10 @@
 
 Conservation: sum(a * conv_transpose(s, W+)) = sum(s * conv(a, W+)) = sum(R_out * z/(z+eps)).
 
-First layer, ``first_layer="ones"`` (the authors' code): ``a`` is replaced by ones, so pixel
-values do not enter: ``R_in = conv_transpose(R_out / (conv(1, W+) + eps), W+)``.
-``first_layer="zplus"`` treats it like any other conv.
+First layer, :class:`ConvOnes` (the authors' code; the ``paper`` composite's first layer):
+``a`` is replaced by ones, so pixel values do not enter:
+``R_in = conv_transpose(R_out / (conv(1, W+) + eps), W+)``. ``first_layer="zplus"``
+treats it like any other conv.
 
 conv_transpose needs ``output_padding`` where the forward conv dropped trailing input rows
 (ResNet's stride-2 convs): it is derived from the static shapes, as are explicit pads for
@@ -129,8 +130,12 @@ def _flipped_conv(e, s, w, kernel, dil, pads, group):
 
 class ConvZPlus(Rule):
     op_types = ("Conv",)
+    weighted = True
+    role = "conv"
+    params = ("eps",)
+    eps = 1e-5  # added plainly (SPEC.md section 1)
 
-    def check(self, node, facts, config):
+    def check(self, node, facts):
         if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
             return "a Conv whose weights are computed from the image has no LRP rule"
         w = node.inputs[1]
@@ -146,44 +151,55 @@ class ConvZPlus(Rule):
                     "outside what ONNX allows; input rows beyond the last window are unusual")
         return None
 
-    def _first(self, node, facts, config):
-        return config.first_layer == "ones" and facts.is_first_layer(node)
-
-    def describe(self, node, facts, config):
-        if self._first(node, facts, config):
-            return "w+ (ones input, first layer)"
+    def describe(self, node, facts):
         return describe(facts.non_negative(node.inputs[0]))
 
     def backward(self, e, node, facts):
         tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
         return lambda s, wt: adjoint(e, s, wt, tattrs)
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
-        fwd = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
-        tattrs = transpose_attrs(node, facts, list(w.shape))
-        fwd["pads"] = tattrs["pads"]
-        if self._first(node, facts, config):
-            w_plus = e.positive_part(w)
-            # conv(1, W+) does not depend on the image: one sample, broadcast over the
-            # batch, folded to a constant by ORT at load.
-            ones = np.ones((1,) + facts.static_shape(a, "the input", node), dtype=e.dtype)
-            z = e.op("Conv", [e.const(ones, "ones"), w_plus], fwd, hint="z")
-            s = e.stabilised_ratio(relevance, z)
-            if a is facts.image and not config.full_relevance and tattrs["group"] == 1:
-                # Only the channel sum of R_in reaches the heatmap, and with a = ones it is
-                # the transposed conv with W+ summed over its input channels: one output
-                # channel instead of three.
-                w_sum = e.op("ReduceSum", [w_plus, np.array([1], np.int64)], {"keepdims": 1}, hint="w_plus_sum")
-                w_sum.shape = [w.shape[0], 1] + list(w.shape[2:])
-                summed = adjoint(e, s, w_sum, tattrs)
-                summed.shape, summed.dtype = [a.shape[0], 1] + list(a.shape[2:]), e.dtype
-                return {0: summed}
-            return {0: adjoint(e, s, w_plus, tattrs)}
+        fwd = _forward_attrs(node, facts)
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))],
                                                  fwd, hint="z_eps"),
-                         self.backward(e, node, facts), facts.non_negative(a))}
+                         self.backward(e, node, facts), facts.non_negative(a), self.eps)}
+
+
+def _forward_attrs(node, facts):
+    """The forward conv's attributes with explicit pads in place of auto_pad."""
+    fwd = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
+    fwd["pads"] = transpose_attrs(node, facts, list(node.inputs[1].shape))["pads"]
+    return fwd
+
+
+class ConvOnes(ConvZPlus):
+    """The first layer's w+ rule (the authors' code): ``a`` replaced by ones, so pixel
+    values do not enter, ``R_in = conv_transpose(R_out / (conv(1, W+) + eps), W+)``."""
+
+    def describe(self, node, facts):
+        return "w+ (ones input, first layer)"
+
+    def emit(self, node, relevance, e, facts):
+        a, w = node.inputs[0], node.inputs[1]
+        tattrs = transpose_attrs(node, facts, list(w.shape))
+        w_plus = e.positive_part(w)
+        # conv(1, W+) does not depend on the image: one sample, broadcast over the batch,
+        # folded to a constant by ORT at load.
+        ones = np.ones((1,) + facts.static_shape(a, "the input", node), dtype=e.dtype)
+        z = e.op("Conv", [e.const(ones, "ones"), w_plus], _forward_attrs(node, facts), hint="z")
+        s = e.stabilised_ratio(relevance, z, self.eps)
+        if a is facts.image and e.map_only and tattrs["group"] == 1:
+            # Only the channel sum of R_in reaches the heatmap, and with a = ones it is the
+            # transposed conv with W+ summed over its input channels: one output channel
+            # instead of three.
+            w_sum = e.op("ReduceSum", [w_plus, np.array([1], np.int64)], {"keepdims": 1}, hint="w_plus_sum")
+            w_sum.shape = [w.shape[0], 1] + list(w.shape[2:])
+            summed = adjoint(e, s, w_sum, tattrs)
+            summed.shape, summed.dtype = [a.shape[0], 1] + list(a.shape[2:]), e.dtype
+            return {0: summed}
+        return {0: adjoint(e, s, w_plus, tattrs)}
 
 
 class ConvEpsilon(EpsilonKind, ConvZPlus):
@@ -194,4 +210,5 @@ class ConvGradient(GradientKind, ConvZPlus):
     """The backward pass: ``G_in = conv_transpose(G, W)``."""
 
 
+# ConvOnes serves no family by default: composites name it for the first layer.
 RULES = [ConvZPlus(), ConvEpsilon(), ConvGradient()]

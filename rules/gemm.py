@@ -13,28 +13,32 @@ from .linear import EpsilonKind, GradientKind, describe, zplus
 
 class GemmZPlus(Rule):
     op_types = ("Gemm",)
+    weighted = True
+    role = "dense"
+    params = ("eps",)
+    eps = 1e-5  # added plainly (SPEC.md section 1)
 
-    def check(self, node, facts, config):
+    def check(self, node, facts):
         if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
             return "a Gemm whose weights depend on the image has no LRP rule"
         if node.attrs.get("transA", 0):
             return "transA=1 is not supported; export the layer with transA=0"
         return None
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return describe(facts.non_negative(node.inputs[0]))
 
     def backward(self, e, node, facts):
         trans_b, alpha = _attrs(node)
         return lambda s, wt: e.op("Gemm", [s, wt], {"alpha": alpha, "transB": 1 - trans_b}, hint="c")
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
         trans_b, alpha = _attrs(node)
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Gemm", [x, wt, e.scalar(eps)],
                                                  {"alpha": alpha, "beta": 1.0, "transB": trans_b}, hint="z_eps"),
-                         self.backward(e, node, facts), facts.non_negative(a))}
+                         self.backward(e, node, facts), facts.non_negative(a), self.eps)}
 
 
 def _attrs(node):

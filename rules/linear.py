@@ -16,19 +16,19 @@ Both conserve: ``sum(R_in) = sum(R_out * z / (z + eps))``.
 import numpy as np
 
 
-def zplus(e, relevance, a, w, forward, backward, non_negative: bool):
+def zplus(e, relevance, a, w, forward, backward, non_negative: bool, eps: float):
     """``forward(x, w, eps)`` is the layer with ``eps`` as its bias (so ``z + eps`` costs no
     extra pass: SPEC.md adds eps plainly), ``backward(s, w)`` its transpose."""
     w_plus = e.positive_part(w)
     if non_negative:
-        s = e.op("Div", [relevance, forward(a, w_plus, e.eps)], hint="s")
+        s = e.op("Div", [relevance, forward(a, w_plus, eps)], hint="s")
         return e.scaled(a, backward(s, w_plus))
     zero = e.scalar(0.0)
     a_pos = e.op("Relu", [a], hint="a_pos")
     a_neg = e.op("Min", [a, zero], hint="a_neg")
     w_neg = e.op("Min", [w, e.const(np.zeros((), dtype=w.dtype or np.float32), "zero_w")], hint="w_neg")
     w_neg.shape = w.shape
-    z = e.op("Add", [forward(a_pos, w_plus, e.eps), forward(a_neg, w_neg, 0.0)], hint="z_eps")
+    z = e.op("Add", [forward(a_pos, w_plus, eps), forward(a_neg, w_neg, 0.0)], hint="z_eps")
     s = e.op("Div", [relevance, z], hint="s")
     r_pos = e.op("Mul", [a_pos, backward(s, w_plus)], hint="r_pos")
     r_neg = e.op("Mul", [a_neg, backward(s, w_neg)], hint="r_neg")
@@ -52,25 +52,28 @@ class EpsilonKind:
     """LRP-epsilon for a linear layer: mixed in before its z+ rule class, which supplies
     ``backward(e, node, facts)``, the transposed product ``(s, W) -> f^T(s, W)``."""
 
-    kinds = ("epsilon",)
+    families = ("epsilon",)
+    params = ("epsilon",)
+    epsilon = 1e-9  # captum's default
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return "epsilon"
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
-                           self.backward(e, node, facts), config.epsilon)}
+                           self.backward(e, node, facts), self.epsilon)}
 
 
 class GradientKind:
     """The backward pass of a linear layer: ``G_in = f^T(G, W)``."""
 
-    kinds = ("gradient",)
+    families = ("gradient",)
+    params = ()
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return "gradient"
 
-    def emit(self, node, grad, e, facts, config):
+    def emit(self, node, grad, e, facts):
         return {0: self.backward(e, node, facts)(grad, node.inputs[1])}
 
 

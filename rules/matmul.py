@@ -12,8 +12,12 @@ from .linear import EpsilonKind, GradientKind, describe, zplus
 
 class MatMulZPlus(Rule):
     op_types = ("MatMul",)
+    weighted = True
+    role = "dense"
+    params = ("eps",)
+    eps = 1e-5  # added plainly (SPEC.md section 1)
 
-    def check(self, node, facts, config):
+    def check(self, node, facts):
         if facts.is_const(node.inputs[0]) or not facts.is_const(node.inputs[1]):
             return "only activation @ constant-weight MatMul has an LRP rule"
         shape = node.inputs[1].shape
@@ -21,17 +25,17 @@ class MatMulZPlus(Rule):
             return "the weight must be a 2-D matrix"
         return None
 
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return describe(facts.non_negative(node.inputs[0]))
 
     def backward(self, e, node, facts):
         return lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c")
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Add", [e.op("MatMul", [x, wt], hint="z"), e.scalar(eps)], hint="z_eps"),
-                         self.backward(e, node, facts), facts.non_negative(a))}
+                         self.backward(e, node, facts), facts.non_negative(a), self.eps)}
 
 
 class MatMulEpsilon(EpsilonKind, MatMulZPlus):

@@ -8,36 +8,66 @@ forwards relevance.
 LRP-epsilon (captum-style): BN is a per-channel linear layer ``z = k*a + b'`` with
 ``k = scale/sqrt(var+eps)``, so ``R_in = a * k * R / (z + eps*sign(z))``; activations pass.
 
-Gradient: Relu multiplies by ``x > 0`` (Guided Backprop also by ``G > 0``), ReLU6 by
-``lo < x < hi``, BN by ``k``.
+Gradient: Relu multiplies by ``x > 0`` (Guided Backprop, ``guided=True``, also by
+``G > 0``), ReLU6 by ``lo < x < hi``, BN by ``k``.
 Identity, Dropout (inference) and Cast pass everything unchanged in every kind.
 """
 
 import numpy as np
 
-from .base import Rule
+from .base import Rule, SignKeeping
 from .linear import EpsilonKind, GradientKind
 
 
-class PassThrough(Rule):
-    op_types = ("Identity", "Dropout", "Cast")
-    kinds = ("lrp", "epsilon", "gradient")
+def clip_bounds(node, facts) -> tuple:
+    """(min, max) of a Clip, from its inputs (opset 11+) or attributes; -inf / inf where
+    absent, None where computed at run time."""
+    def bound(i, attr, default):
+        if len(node.inputs) > i and not node.inputs[i].is_empty():
+            value = facts.const_value(node.inputs[i])
+            return None if value is None else float(np.asarray(value))
+        return float(node.attrs.get(attr, default))
 
-    def describe(self, node, facts, config):
+    return bound(1, "min", -np.inf), bound(2, "max", np.inf)
+
+
+class PassThrough(SignKeeping, Rule):
+    op_types = ("Identity", "Dropout", "Cast")
+    families = ("lrp", "epsilon", "gradient")
+
+    def describe(self, node, facts):
         return "pass"
 
-    def emit(self, node, relevance, e, facts, config):
+    def emit(self, node, relevance, e, facts):
         return {0: relevance}
 
 
-class ActivationPass(PassThrough):
+class _Rectifier:
+    """Relu's output is never negative; a Clip's where its lower bound is not."""
+
+    role = "activation"
+
+    @classmethod
+    def output_non_negative(cls, node, facts) -> bool:
+        if node.op == "Relu":
+            return True
+        lo = clip_bounds(node, facts)[0]
+        return lo is not None and lo >= 0
+
+
+class ActivationPass(_Rectifier, PassThrough):
     op_types = ("Relu", "Clip")
-    kinds = ("lrp", "epsilon")
+    families = ("lrp", "epsilon")
 
 
 class BatchNormPass(PassThrough):
     op_types = ("BatchNormalization",)
-    kinds = ("lrp",)
+    families = ("lrp",)
+    role = "norm"
+
+    @classmethod
+    def output_non_negative(cls, node, facts) -> bool:
+        return False  # its shift can make any value negative
 
 
 def _bn_scale(node, e):
@@ -54,13 +84,14 @@ class BatchNormLinear(Rule):
     so LRP-epsilon and the gradient are linear.py's, as for Conv and Gemm."""
 
     op_types = ("BatchNormalization",)
+    role = "norm"
 
     def backward(self, e, node, facts):
         return lambda s, _: e.op("Mul", [s, _bn_scale(node, e)], hint="c")
 
 
 class BatchNormEpsilon(EpsilonKind, BatchNormLinear):
-    def describe(self, node, facts, config):
+    def describe(self, node, facts):
         return "epsilon (per-channel linear)"
 
 
@@ -68,28 +99,30 @@ class BatchNormGradient(GradientKind, BatchNormLinear):
     pass
 
 
-class ActivationGradient(Rule):
+class ActivationGradient(_Rectifier, Rule):
     op_types = ("Relu", "Clip")
-    kinds = ("gradient",)
+    families = ("gradient",)
+    params = ("guided",)
+    guided = False  # Guided Backprop: negative gradients stop at every Relu
 
-    def check(self, node, facts, config):
-        if node.op == "Clip" and None in facts.clip_bounds(node):
+    def check(self, node, facts):
+        if node.op == "Clip" and None in clip_bounds(node, facts):
             return "a Clip whose bounds are computed at run time has no gradient rule here"
         return None
 
-    def describe(self, node, facts, config):
-        return "guided gradient" if node.op == "Relu" and config.method == "guided-bp" else "gradient"
+    def describe(self, node, facts):
+        return "guided gradient" if node.op == "Relu" and self.guided else "gradient"
 
-    def emit(self, node, grad, e, facts, config):
+    def emit(self, node, grad, e, facts):
         x, zero = node.inputs[0], e.scalar(0.0)
         if node.op == "Relu":
             mask = e.op("Greater", [x, zero], hint="active")
         else:
-            lo, hi = facts.clip_bounds(node)
+            lo, hi = clip_bounds(node, facts)
             mask = e.op("And", [e.op("Greater", [x, e.scalar(lo)]), e.op("Less", [x, e.scalar(hi)])],
                         hint="active")
         g = e.op("Where", [mask, grad, zero], hint="g_in")
-        if node.op == "Relu" and config.method == "guided-bp":
+        if node.op == "Relu" and self.guided:
             g = e.op("Relu", [g], hint="g_guided")
         return {0: g}
 

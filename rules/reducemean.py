@@ -4,13 +4,12 @@ TensorFlow write it): the rules of GlobalAveragePool (SPEC.md section 1), z-rule
     R_in = a * R_out / (n * (mean(a) + eps))
 
 with R_out broadcast back over the reduced axes; LRP-epsilon and the gradient likewise
-(averagepool.mean_rule).
+(averagepool.py's mean rules).
 """
 
 import numpy as np
 
-from .averagepool import mean_rule
-from .base import Rule
+from .averagepool import AveragePoolZ, GlobalPoolEpsilon, GlobalPoolGradient
 
 
 def _axes(node, facts):
@@ -20,11 +19,12 @@ def _axes(node, facts):
     return node.attrs.get("axes")
 
 
-class ReduceMeanRule(Rule):
-    op_types = ("ReduceMean",)
-    kinds = ("lrp", "epsilon", "gradient")
+class _ReduceMean:
+    """A mean over static non-batch axes; the pool rule it is mixed into gives the maths."""
 
-    def check(self, node, facts, config):
+    op_types = ("ReduceMean",)
+
+    def check(self, node, facts):
         axes = _axes(node, facts)
         shape = node.inputs[0].shape
         if axes is None or shape is None:
@@ -37,10 +37,7 @@ class ReduceMeanRule(Rule):
             return "the reduced axes must have static sizes"
         return None
 
-    def describe(self, node, facts, config):
-        return "z" if config.rule_kind == "lrp" else config.rule_kind
-
-    def emit(self, node, signal, e, facts, config):
+    def emit(self, node, signal, e, facts):
         a = node.inputs[0]
         rank = len(a.shape)
         axes = sorted(x % rank for x in _axes(node, facts))
@@ -50,7 +47,19 @@ class ReduceMeanRule(Rule):
             keep = np.array(axes, dtype=np.int64)
             mean = e.op("Unsqueeze", [mean, keep], hint="mean_keep")
             signal = e.op("Unsqueeze", [signal, keep], hint="signal_keep")
-        return {0: mean_rule(e, a, mean, signal, n, config)}
+        return {0: self.mean_rule(e, a, mean, signal, n)}
 
 
-RULES = [ReduceMeanRule()]
+class ReduceMeanZ(_ReduceMean, AveragePoolZ):
+    pass
+
+
+class ReduceMeanEpsilon(_ReduceMean, GlobalPoolEpsilon):
+    pass
+
+
+class ReduceMeanGradient(_ReduceMean, GlobalPoolGradient):
+    pass
+
+
+RULES = [ReduceMeanZ(), ReduceMeanEpsilon(), ReduceMeanGradient()]

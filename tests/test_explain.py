@@ -123,7 +123,8 @@ def test_writing_a_batch_overlaps_explaining_the_next(effnet, photos, tmp_path, 
     import threading
 
     from lrpgraph import Explainer
-    from lrpgraph.explain import Result, explain_paths
+    from lrpgraph.explain import explain_paths
+    from lrpgraph.results import Result
 
     second_run, overlapped = threading.Event(), []
     ex = Explainer(effnet[1], provider="cpu")
@@ -153,7 +154,8 @@ def test_a_failed_write_stops_the_run_and_reaches_the_caller(effnet, photos, tmp
     write that fails (a full disk) must still stop the run with its own error, after the
     batches before it were written whole."""
     from lrpgraph import Explainer
-    from lrpgraph.explain import Result, explain_paths
+    from lrpgraph.explain import explain_paths
+    from lrpgraph.results import Result
 
     real_save, calls = Result.save, []
 

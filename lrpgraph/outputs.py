@@ -1,0 +1,99 @@
+"""The explainer's outputs, assembled in one place: ``logits`` (the model's own answer),
+``relevance_map`` (N x H x W, channel-summed), ``target_used``, and on request
+``relevance`` (N x C x H x W), ``relevance_map_hq`` (Heat Quantization) and the
+conservation sums ``relsum/...``. Relevance of a float16 pass is cast and scaled back to
+the true start here."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .emit import add_all
+
+
+class Outputs:
+    def __init__(self, e, facts, channel_axis: int, per_image=None):
+        self.e, self.facts, self.channel_axis, self.per_image = e, facts, channel_axis, per_image
+        self.tensors = []
+        image = facts.image
+        self.batch = (image.shape or ["N"])[0]
+        self.spatial = [d for i, d in enumerate(image.shape[1:], start=1) if i != channel_axis]
+
+    def add(self, tensor, name, shape, dtype=np.float32):
+        if tensor in self.tensors or tensor is self.facts.image:
+            tensor = self.e.op("Identity", [tensor], hint=name)
+        tensor.name, tensor.dtype, tensor.shape = name, dtype, shape
+        self.tensors.append(tensor)
+        return tensor
+
+    def float32(self, t, rank):
+        """A relevance-valued tensor as float32, scaled back to the true start."""
+        if self.per_image is None:
+            return t
+        e = self.e
+        t = e.op("Cast", [t], {"to": onnx.TensorProto.FLOAT})
+        factor = e.op("Reshape", [self.per_image, np.array([-1] + [1] * (rank - 1), np.int64)])
+        return e.op("Mul", [t, factor])
+
+    def half(self):
+        return self.per_image is not None
+
+
+def assemble(e, facts, config, start, attribution, channel_axis, scores=None, per_image=None,
+             start_sum=None) -> list:
+    """Every output tensor of the explainer, named and typed, in order."""
+    out = Outputs(e, facts, channel_axis, per_image)
+    e.scope = "lrp/output"
+    head = scores if scores is not None else facts.head
+    if out.half():
+        head = e.op("Cast", [head], {"to": onnx.TensorProto.FLOAT})
+    if head is not facts.head:
+        facts.head.name += "/model"  # the output below takes its name
+    out.add(head, "logits", list(facts.head.shape))
+    relevance = attribution.relevance
+    if attribution.cam is not None:
+        alpha = e.op("Cast", [attribution.cam], {"to": onnx.TensorProto.FLOAT}) if out.half() else attribution.cam
+    else:
+        relevance = out.float32(relevance, len(facts.image.shape))
+        alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
+                     {"keepdims": 0}, hint="map")
+    out.add(alpha, "relevance_map", [out.batch] + out.spatial)
+    out.add(start.chosen, "target_used", [out.batch], np.int64)
+    if config.full_relevance and attribution.cam is None:
+        out.add(relevance, "relevance", list(facts.image.shape))
+    if config.hq_levels:
+        out.add(heat_quantize(e, alpha, config.hq_levels), "relevance_map_hq", [out.batch] + out.spatial)
+    if attribution.probes is not None:
+        _conservation(out, start, attribution.probes, relevance, start_sum)
+    return out.tensors
+
+
+def _conservation(out, start, probes, relevance, start_sum):
+    """Per-sample relevance sums at the start, entering and leaving every probed rule, and
+    at the image: what ``lrpgraph check`` reads."""
+    e, facts = out.e, out.facts
+    e.scope = "lrp/conservation"
+    out.add(start_sum if out.half() else e.per_sample_sum(start.relevance, 2), "relsum/start", [out.batch])
+    for node, r_out, sent in probes:
+        out.add(out.float32(e.per_sample_sum(r_out, len(node.outputs[0].shape)), 1),
+                f"relsum/{node.name}/out", [out.batch])
+        r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
+        out.add(out.float32(add_all(e, r_in), 1), f"relsum/{node.name}/in", [out.batch])
+    out.add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input", [out.batch])
+
+
+def heat_quantize(e, alpha, levels: int):
+    """SPEC.md HQ: per image, e = linspace(min, max, L); [e_i, e_i+1) -> e_i; the maximum
+    keeps its value. A constant map stays as it is."""
+    e.scope = "lrp/hq"
+    lo = e.reduce("ReduceMin", alpha, [1, 2], keepdims=True, hint="min")
+    hi = e.reduce("ReduceMax", alpha, [1, 2], keepdims=True, hint="max")
+    step = e.op("Div", [e.op("Sub", [hi, lo]), e.scalar(levels - 1)], hint="step")
+    flat = e.op("Equal", [step, e.scalar(0.0)], hint="flat")
+    safe = e.op("Where", [flat, e.scalar(1.0), step], hint="step_safe")
+    index = e.op("Floor", [e.op("Div", [e.op("Sub", [alpha, lo]), safe])], hint="level")
+    index = e.op("Min", [index, e.scalar(levels - 1)], hint="level_capped")
+    quantized = e.op("Add", [lo, e.op("Mul", [index, step])], hint="quantized")
+    is_max = e.op("Equal", [alpha, hi], hint="is_max")
+    return e.op("Where", [is_max, hi, quantized], hint="relevance_map_hq")

@@ -1,0 +1,87 @@
+"""Where the relevance pass starts: the target (given, or the predicted class) and the
+relevance at the logits; and the optional ``target`` input that feeds it.
+
+SPEC.md section 1: the target's probability, 0 elsewhere (a model that ends in Softmax
+gives it itself); ``start="logit"`` starts from the target's logit; the gradient methods
+start from the one-hot of the target (d target logit / d logits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from .errors import LrpGraphError
+
+
+@dataclass
+class Start:
+    relevance: object  # N x classes, at facts.logits
+    chosen: object  # int64[N], the class explained (output target_used)
+    given: object  # the placeholder that optional_target turns into the fed target
+    onehot: object  # N x classes
+
+
+def start_relevance(e, facts, kind: str, scores=None, repeat=None) -> Start:
+    """``kind``: ``probability``, ``logit`` or ``gradient``. The target is the caller's, or
+    the predicted class where none was fed (the ``given`` placeholder becomes that choice
+    in optional_target); a negative entry also means "the predicted class". ``scores``
+    replace the model's output for that choice (IG: the scores of the image itself);
+    ``repeat`` gives each image that many rows (IG's path points)."""
+    e.scope = "lrp/start"
+    head, logits = facts.head, facts.logits
+    classes = class_count(head)
+    scores = head if scores is None else scores
+    predicted = e.op("ArgMax", [scores], {"axis": 1, "keepdims": 0}, hint="predicted")
+    given = e.op("Identity", [predicted], hint="given")
+    use_predicted = e.op("Less", [given, np.array(0, dtype=np.int64)], hint="no_target")
+    chosen = e.op("Where", [use_predicted, predicted, given], hint="target")
+    onehot = e.op("OneHot", [chosen, np.array(classes, dtype=np.int64),
+                             np.array([0, 1], dtype=e.dtype)], {"axis": -1}, hint="onehot")
+    if repeat:  # one row per path point of each image (IG)
+        onehot = e.op("Tile", [e.op("Unsqueeze", [onehot, np.array([1], np.int64)]),
+                               np.array([1, repeat, 1], np.int64)])
+        onehot = e.op("Reshape", [onehot, np.array([-1, classes], np.int64)], hint="onehot_path")
+    if kind == "gradient":
+        return Start(onehot, chosen, given, onehot)
+    if kind == "logit":
+        value = logits
+    elif head is not logits:
+        value = head  # the model's own Softmax
+    else:
+        value = e.op("Softmax", [logits], {"axis": -1}, hint="probability")
+    return Start(e.op("Mul", [value, onehot], hint="relevance"), chosen, given, onehot)
+
+
+def class_count(head) -> int:
+    if head.shape is None or len(head.shape) != 2 or not isinstance(head.shape[1], (int, np.integer)):
+        raise LrpGraphError(
+            f"output {head.name!r} has shape {head.shape}; lrpgraph needs class scores of "
+            "shape N x classes with a known number of classes."
+        )
+    return int(head.shape[1])
+
+
+def optional_target(graph: onnx.GraphProto, given: str) -> None:
+    """Make ``target`` an optional input: the placeholder ``given = Identity(predicted)``
+    becomes the fed int64[N] when there is one, else the predicted class. (An initializer
+    default would do it too, but ORT warns about overridable initializers at every session
+    start.)"""
+    o = onnx.helper
+    position, placeholder = next((i, n) for i, n in enumerate(graph.node) if given in n.output)
+    predicted = placeholder.input[0]
+    tensor = o.make_tensor_type_proto(onnx.TensorProto.INT64, ["N"])
+    graph.input.append(o.make_value_info("target", o.make_optional_type_proto(tensor)))
+    fed = o.make_graph([o.make_node("OptionalGetElement", ["target"], ["fed"])], "fed", [],
+                       [o.make_tensor_value_info("fed", onnx.TensorProto.INT64, ["N"])])
+    default = o.make_graph([o.make_node("Identity", [predicted], ["default"])], "default", [],
+                           [o.make_tensor_value_info("default", onnx.TensorProto.INT64, ["N"])])
+    nodes = [o.make_node("OptionalHasElement", ["target"], ["lrp/start/has_target"],
+                         name="lrp/start/has_target"),
+             o.make_node("If", ["lrp/start/has_target"], [given], name="lrp/start/given",
+                         then_branch=fed, else_branch=default)]
+    del graph.node[position]
+    for node in reversed(nodes):
+        graph.node.insert(position, node)
