@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from . import add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean
 from . import reshape, transpose
+from . import pad
+from . import concat
 from .base import Rule
 
 MODULES = tuple(m for m in (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough,
-                            reducemean, reshape, transpose))
+                            reducemean, reshape, transpose, pad, concat))
 FAMILIES = ("lrp", "epsilon", "gradient")
 
 
