@@ -26,7 +26,7 @@ its share: the bias absorbs). Gradient: every image-dependent operand gets ``G``
 import numpy as np
 
 from .base import Rule, SignKeeping, zero_where
-from .linear import epsilon_ratio
+from .linear import EpsilonParam, epsilon_ratio
 
 
 def _abs(e, facts, t):
@@ -131,10 +131,7 @@ def _skip_fraction(e, abs_s, abs_m, tiny):
     return e.op("Where", [is_zero, e.scalar(0.5), e.op("Div", [abs_s, safe])], hint="frac_skip")
 
 
-class AddEpsilon(AddRule):
-    families = ("epsilon",)
-    params = ("epsilon",)
-    epsilon = 1e-9  # captum's default
+class AddEpsilon(EpsilonParam, AddRule):
 
     def describe(self, node, facts):
         return "epsilon (z-rule split)"

@@ -15,7 +15,7 @@ import numpy as np
 
 from .base import Rule, SignKeeping
 from .conv import adjoint, transpose_attrs
-from .linear import epsilon_ratio
+from .linear import EpsilonParam, epsilon_ratio
 
 
 def _covers_whole_map(node, facts):
@@ -80,10 +80,7 @@ class _ConvView:
         self.attrs = dict(node.attrs, kernel_shape=kernel, group=channels)
 
 
-class GlobalPoolEpsilon(AveragePoolZ):
-    families = ("epsilon",)
-    params = ("epsilon",)
-    epsilon = 1e-9
+class GlobalPoolEpsilon(EpsilonParam, AveragePoolZ):
 
     def check(self, node, facts):
         reason = super().check(node, facts)

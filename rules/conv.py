@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Rule
-from .linear import EpsilonKind, GradientKind, describe, zplus
+from .linear import EpsilonKind, GradientKind, LinearZPlus, describe, zplus
 
 
 def explicit_pads(attrs, in_sp, out_sp, k_eff, strides):
@@ -128,15 +127,12 @@ def _flipped_conv(e, s, w, kernel, dil, pads, group):
     return e.op("Conv", [s, w], attrs, hint="c")
 
 
-class ConvZPlus(Rule):
+class ConvZPlus(LinearZPlus):
     op_types = ("Conv",)
-    weighted = True
     role = "conv"
-    params = ("eps",)
-    eps = 1e-5  # added plainly (SPEC.md section 1)
 
     def check(self, node, facts):
-        if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
+        if not self.data_only(node, facts):
             return "a Conv whose weights are computed from the image has no LRP rule"
         w = node.inputs[1]
         if w.shape is None:

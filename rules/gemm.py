@@ -7,19 +7,15 @@
 The backward product is one more Gemm with transB flipped, so W+ is never transposed.
 """
 
-from .base import Rule
-from .linear import EpsilonKind, GradientKind, describe, zplus
+from .linear import EpsilonKind, GradientKind, LinearZPlus, describe, zplus
 
 
-class GemmZPlus(Rule):
+class GemmZPlus(LinearZPlus):
     op_types = ("Gemm",)
-    weighted = True
     role = "dense"
-    params = ("eps",)
-    eps = 1e-5  # added plainly (SPEC.md section 1)
 
     def check(self, node, facts):
-        if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
+        if not self.data_only(node, facts):
             return "a Gemm whose weights depend on the image has no LRP rule"
         if node.attrs.get("transA", 0):
             return "transA=1 is not supported; export the layer with transA=0"

@@ -15,6 +15,30 @@ Both conserve: ``sum(R_in) = sum(R_out * z / (z + eps))``.
 
 import numpy as np
 
+from .base import Rule
+
+
+class LinearZPlus(Rule):
+    """What the z+ rules of the weighted layers (Conv, Gemm, MatMul) share: the op carries
+    weights, and the stabiliser ``eps`` is added plainly (SPEC.md section 1)."""
+
+    weighted = True
+    params = ("eps",)
+    eps = 1e-5
+
+    @staticmethod
+    def data_only(node, facts) -> bool:
+        """Whether the node's first input is its one image-dependent operand."""
+        return len(facts.activations(node)) == 1 and not facts.is_const(node.inputs[0])
+
+
+class EpsilonParam:
+    """The LRP-epsilon family's parameter: captum's stabiliser, ``eps * sign(z)``."""
+
+    families = ("epsilon",)
+    params = ("epsilon",)
+    epsilon = 1e-9
+
 
 def zplus(e, relevance, a, w, forward, backward, non_negative: bool, eps: float):
     """``forward(x, w, eps)`` is the layer with ``eps`` as its bias (so ``z + eps`` costs no
@@ -48,13 +72,9 @@ def epsilon(e, relevance, a, z, w, backward, eps):
     return e.scaled(a, backward(epsilon_ratio(e, relevance, z, eps), w))
 
 
-class EpsilonKind:
+class EpsilonKind(EpsilonParam):
     """LRP-epsilon for a linear layer: mixed in before its z+ rule class, which supplies
     ``backward(e, node, facts)``, the transposed product ``(s, W) -> f^T(s, W)``."""
-
-    families = ("epsilon",)
-    params = ("epsilon",)
-    epsilon = 1e-9  # captum's default
 
     def describe(self, node, facts):
         return "epsilon"

@@ -6,16 +6,12 @@ the z+ rule, as for Gemm (SPEC.md section 1).
     R_in = a * (s @ W+^T)
 """
 
-from .base import Rule
-from .linear import EpsilonKind, GradientKind, describe, zplus
+from .linear import EpsilonKind, GradientKind, LinearZPlus, describe, zplus
 
 
-class MatMulZPlus(Rule):
+class MatMulZPlus(LinearZPlus):
     op_types = ("MatMul",)
-    weighted = True
     role = "dense"
-    params = ("eps",)
-    eps = 1e-5  # added plainly (SPEC.md section 1)
 
     def check(self, node, facts):
         if facts.is_const(node.inputs[0]) or not facts.is_const(node.inputs[1]):

@@ -22,7 +22,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .base import Rule, SignKeeping
-from .linear import epsilon_ratio
+from .linear import EpsilonParam, epsilon_ratio
 
 
 class MaxPoolAvg2x2(SignKeeping, Rule):
@@ -93,10 +93,7 @@ def route_to_winners(e, node, signal):
     return e.op("Reshape", [scattered, e.op("Shape", [a])], hint="routed")
 
 
-class MaxPoolEpsilon(MaxPoolWinner):
-    families = ("epsilon",)
-    params = ("epsilon",)
-    epsilon = 1e-9
+class MaxPoolEpsilon(EpsilonParam, MaxPoolWinner):
 
     def describe(self, node, facts):
         return "epsilon (winner)"
