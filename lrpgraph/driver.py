@@ -64,15 +64,11 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     """Return the explainer model and a report of what matched. Writes nothing.
     ``output_name`` picks the class scores among several outputs (the others are dropped)."""
     t0 = time.perf_counter()
-    source, model = _read(model)
-    ops_before = Counter(n.op_type for n in model.graph.node)
     method = get_method(config.method)
     half = config.dtype == "float16"
     if half and not method.half_precision:
         raise LrpGraphError(f"{method.name} has no float16 explainer; build it in float32")
-    forward = canonicalise(model)
-    if half:
-        forward = to_float16(forward)
+    source, forward, ops_before = _forward_model(model, half)
     graph = gs.import_onnx(forward)
     prepared = method.prepare(graph, config)
     facts = GraphFacts.read(graph, output_name)
@@ -108,10 +104,15 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     return out, report
 
 
-def _read(model):
-    if isinstance(model, onnx.ModelProto):
-        return "<model>", model
-    return os.fspath(model), load_model(os.fspath(model))
+def _forward_model(model, half: bool):
+    """(where it came from, the canonical forward model, its op counts as given). A model
+    read here is freed as soon as its canonical copy exists (a ResNet50 is 100 MB)."""
+    source = "<model>" if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    if not isinstance(model, onnx.ModelProto):
+        model = load_model(source)
+    ops_before = Counter(n.op_type for n in model.graph.node)
+    forward = canonicalise(model)
+    return source, to_float16(forward) if half else forward, ops_before
 
 
 def _export(graph, outputs, forward, config, start) -> onnx.ModelProto:
