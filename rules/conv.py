@@ -131,9 +131,7 @@ class ConvZPlus(LinearZPlus):
     op_types = ("Conv",)
     role = "conv"
 
-    def check(self, node, facts):
-        if not self.data_only(node, facts):
-            return "a Conv whose weights are computed from the image has no LRP rule"
+    def check_layer(self, node, facts):
         w = node.inputs[1]
         if w.shape is None:
             return "the weight's shape is unknown"

@@ -14,9 +14,7 @@ class GemmZPlus(LinearZPlus):
     op_types = ("Gemm",)
     role = "dense"
 
-    def check(self, node, facts):
-        if not self.data_only(node, facts):
-            return "a Gemm whose weights depend on the image has no LRP rule"
+    def check_layer(self, node, facts):
         if node.attrs.get("transA", 0):
             return "transA=1 is not supported; export the layer with transA=0"
         return None

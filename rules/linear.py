@@ -26,10 +26,15 @@ class LinearZPlus(Rule):
     params = ("eps",)
     eps = 1e-5
 
-    @staticmethod
-    def data_only(node, facts) -> bool:
-        """Whether the node's first input is its one image-dependent operand."""
-        return len(facts.activations(node)) == 1 and not facts.is_const(node.inputs[0])
+    def check(self, node, facts):
+        if len(facts.activations(node)) != 1 or facts.is_const(node.inputs[0]):
+            return f"a {node.op} whose weights are computed from the image has no LRP rule"
+        return self.check_layer(node, facts)
+
+    def check_layer(self, node, facts) -> str | None:
+        """What the layer's own attributes may rule out, once its data is its one
+        image-dependent operand."""
+        return None
 
 
 class EpsilonParam:

@@ -13,9 +13,7 @@ class MatMulZPlus(LinearZPlus):
     op_types = ("MatMul",)
     role = "dense"
 
-    def check(self, node, facts):
-        if facts.is_const(node.inputs[0]) or not facts.is_const(node.inputs[1]):
-            return "only activation @ constant-weight MatMul has an LRP rule"
+    def check_layer(self, node, facts):
         shape = node.inputs[1].shape
         if shape is None or len(shape) != 2:
             return "the weight must be a 2-D matrix"
