@@ -4,10 +4,13 @@ and run, check and evaluate them. (The CLI calls the same Python API users impor
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+import warnings
 
 from .config import METHOD_NAMES, VARIANTS, Preprocess, preset
 from .errors import LrpGraphError
+from .heatmaps import require_pictures
 
 
 def _floats(text):
@@ -15,7 +18,8 @@ def _floats(text):
 
 
 def _add_rule_flags(p):
-    p.add_argument("--preset", default="paper", help="rule preset (default: paper)")
+    p.add_argument("--preset", default="paper", choices=["paper"],
+                   help="rule preset: paper, the authors' code (default)")
     p.add_argument("--variant", choices=sorted(VARIANTS),
                    help="the paper's ablation variant (i)-(iv); iv is the paper preset")
     p.add_argument("--identity-skip", dest="identity_skip", action="store_true", default=None,
@@ -46,15 +50,16 @@ def _print_table(title, rows, headers):
 
 
 def cmd_build(args):
-    from .driver import build_explainer, save_model
+    from .driver import build_explainer, check_output_path, save_model
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
                      full_relevance=args.full_relevance, conservation=args.conservation,
                      dtype=args.dtype, ig_steps=args.ig_steps,
                      target_input=args.target_input)
     pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
-    model, report = build_explainer(args.model, config, pre, args.output_name)
     output = args.output or _default_output(args.model)
+    check_output_path(args.model, output)
+    model, report = build_explainer(args.model, config, pre, args.output_name)
     save_model(model, output)
     ops = sorted(set(report.ops_before) | set(report.ops_after))
     rows = [(op, report.ops_before.get(op, 0), report.ops_after.get(op, 0)) for op in ops]
@@ -87,35 +92,42 @@ def cmd_inspect(args):
     return 2
 
 
-def cmd_explain(args):
-    from .explain import Explainer, explain_paths
+def _explain_preprocess(args, ex):
+    """The explainer's recorded preprocessing, with what the flags change."""
+    from dataclasses import replace
 
-    pre = None
     if any(v is not None for v in (args.size, args.mean, args.std, args.layout)):
         base = Preprocess()
         pre = Preprocess(size=args.size or base.size, resize=args.resize or round((args.size or 224) * 256 / 224),
                          mean=args.mean or base.mean, std=args.std or base.std,
                          layout=args.layout or base.layout)
-    ex = Explainer(args.model, provider=args.provider, preprocess=pre)
-    if pre is None and args.resize:
-        from dataclasses import replace
+    else:
+        pre = replace(ex.preprocess, resize=args.resize) if args.resize else ex.preprocess
+    return replace(pre, fit="pad") if args.full_image else pre
 
-        ex.preprocess = replace(ex.preprocess, resize=args.resize)
+
+def cmd_explain(args):
+    from .explain import Explainer, explain_paths
+
+    require_pictures("explain")
+    ex = Explainer(args.model, provider=args.provider)
+    ex.preprocess = _explain_preprocess(args, ex)
     if args.target is not None:  # a bad target fails here, before any folder is made
         ex.check_target(args.target, 1)
+    style = ex.style(args.cmap, args.alpha, args.colorbar)
     if args.ray is not None:
         from .ray import explain_paths_ray
 
         print(f"lrpgraph explain: {args.model} on Ray ({args.ray or 'a local instance'})", file=sys.stderr)
         summary = explain_paths_ray(args.model, args.inputs, args.output, address=args.ray, target=args.target,
                                     hq=args.hq, batch_size=args.batch_size, overwrite=args.overwrite,
-                                    provider=args.provider, workers=args.workers, cmap=args.cmap,
+                                    provider=args.provider, workers=args.workers, style=style,
                                     preprocess=ex.preprocess)
     else:
         print(f"lrpgraph explain: {args.model} on {ex.provider}", file=sys.stderr)
         summary = explain_paths(ex, args.inputs, args.output, target=args.target, hq=args.hq,
                                 batch_size=args.batch_size, overwrite=args.overwrite,
-                                progress=False if args.quiet else None, cmap=args.cmap)
+                                progress=False if args.quiet else None, style=style, sheet=args.sheet)
     for path, reason in summary.failed:
         print(f"  failed: {reason}" if path in reason else f"  failed: {path}: {reason}", file=sys.stderr)
     print(f"explained {summary.explained}, skipped {summary.skipped} already done, "
@@ -126,6 +138,8 @@ def cmd_explain(args):
 def cmd_check(args):
     from .check import check, print_report
 
+    if args.images:
+        require_pictures("check with images")
     report = check(args.model, args.images, random=args.random, tolerance=args.tol,
                    config=_config(args), provider=args.provider, seed=args.seed)
     print_report(report)
@@ -188,8 +202,10 @@ def _build_parser(sub):
                         "control flow in the graph (ORT's CUDA graph capture needs that)")
     b.add_argument("--size", type=int, default=224, help="crop size recorded for explain")
     b.add_argument("--resize", type=int, default=256, help="short side before the crop")
-    b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406))
-    b.add_argument("--std", type=_floats, default=(0.229, 0.224, 0.225))
+    b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406),
+                   help="per-channel mean of [0, 1] pixels, recorded for explain (default: ImageNet's)")
+    b.add_argument("--std", type=_floats, default=(0.229, 0.224, 0.225),
+                   help="per-channel std, recorded for explain (default: ImageNet's)")
     b.set_defaults(func=cmd_build)
 
 
@@ -200,19 +216,29 @@ def _explain_parser(sub):
     x.add_argument("-o", "--output", default="heatmaps", help="output folder (default: heatmaps)")
     x.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
     x.add_argument("--hq", action="store_true", help="save the Heat-Quantized map (SPEC.md)")
-    x.add_argument("--provider", default="auto", choices=["auto", "cuda", "cpu"])
-    x.add_argument("--batch-size", type=int, default=8)
+    x.add_argument("--provider", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="ORT provider (default auto: CUDA where onnxruntime-gpu works, else the CPU)")
+    x.add_argument("--batch-size", type=int, default=8, help="images per explainer call (default 8)")
     x.add_argument("--overwrite", action="store_true", help="redo images already explained")
-    x.add_argument("--cmap", default="jet", help="matplotlib colormap for the PNGs")
+    x.add_argument("--cmap", help="matplotlib colour map for the PNGs (default: bwr, diverging and "
+                   "centred at 0, for LRP and the gradients; jet for Grad-CAM and Score-CAM)")
+    x.add_argument("--alpha", type=float, help="overlay strength where relevance is highest (default 0.7)")
+    x.add_argument("--colorbar", action="store_true", help="draw name.png with a colour bar that reads relevance")
+    x.add_argument("--sheet", action="store_true",
+                   help="also write sheet.png: photo | map | overlay per image, with class and probability")
+    x.add_argument("--full-image", action="store_true",
+                   help="explain the whole photo (fitted into the square, padded with the mean colour) "
+                        "instead of the centre crop")
     x.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="distribute with Ray Data (a local instance, or the cluster at ADDRESS, e.g. auto)")
     x.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
     x.add_argument("--quiet", action="store_true", help="no progress bar")
-    x.add_argument("--size", type=int, help="crop size, for models not built by lrpgraph")
-    x.add_argument("--resize", type=int, help="short side before the crop")
-    x.add_argument("--mean", type=_floats)
-    x.add_argument("--std", type=_floats)
-    x.add_argument("--layout", choices=["NCHW", "NHWC"])
+    x.add_argument("--size", type=int, help="crop size (default: what the explainer recorded at build)")
+    x.add_argument("--resize", type=int, help="short side before the crop (default: recorded at build)")
+    x.add_argument("--mean", type=_floats, help="per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406 "
+                   "(default: recorded at build)")
+    x.add_argument("--std", type=_floats, help="per-channel std, e.g. 0.229,0.224,0.225 (default: recorded)")
+    x.add_argument("--layout", choices=["NCHW", "NHWC"], help="the model's input layout (default: recorded)")
     x.set_defaults(func=cmd_explain)
 
 
@@ -221,9 +247,11 @@ def _check_parser(sub):
     c.add_argument("model", help="an explainer built with --conservation, or the original model")
     c.add_argument("images", nargs="*", help="images to run on (default: random inputs)")
     c.add_argument("--random", type=int, default=4, help="number of random inputs (default 4)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--tol", type=float, default=1e-3, help="relative conservation tolerance per rule")
-    c.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"])
+    c.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    c.add_argument("--tol", type=float, default=1e-3,
+                   help="relative conservation tolerance per rule (default 1e-3)")
+    c.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"],
+                   help="ORT provider (default cpu)")
     _add_rule_flags(c)
     c.set_defaults(func=cmd_check)
 
@@ -231,7 +259,9 @@ def _check_parser(sub):
 def _eval_parser(sub):
     v = sub.add_parser("eval", help="insertion / deletion / ID score of methods on labelled images")
     v.add_argument("model", help="the classifier, .onnx (explainers are built in memory)")
-    v.add_argument("--data", help="ImageFolder tree, or a flat folder with --labels")
+    v.add_argument("--data", help="ImageFolder tree (class folders named by class index, e.g. 281, or by "
+                   "ImageNet synset, e.g. n02123045; other names take their index in sorted order), "
+                   "or a flat folder with --labels")
     v.add_argument("--labels", help="labels for a flat folder: one per line in sorted file order, or 'name label'")
     v.add_argument("--list", help="a file of 'path,label' lines")
     v.add_argument("--methods", default="lrp-paper",
@@ -241,10 +271,11 @@ def _eval_parser(sub):
     v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
     v.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
     v.add_argument("--per-class", type=int, help="draw K images per class")
-    v.add_argument("--seed", type=int, default=42)
+    v.add_argument("--seed", type=int, default=42, help="seed of --per-class's draw (default 42, the paper's)")
     v.add_argument("--limit", type=int, help="at most N images")
-    v.add_argument("-o", "--output", default="results")
-    v.add_argument("--quiet", action="store_true")
+    v.add_argument("-o", "--output", default="results",
+                   help="folder for per_image.jsonl, table.{md,csv,json} and the curves (default: results)")
+    v.add_argument("--quiet", action="store_true", help="no progress lines")
     v.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"],
                    help="ORT provider for the model and the explainers")
     v.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -270,8 +301,27 @@ def make_parser():
     return parser
 
 
+def _parse(parser, argv):
+    """Parse; an unknown flag is reported with the subcommand's own usage and the closest
+    flag it has ("did you mean --eps?")."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [o for action in sub._actions for o in action.option_strings]
+        close = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1, cutoff=0.6)
+        sub.error(f"unrecognized argument {extra[0]}" + (f"; did you mean {close[0]}?" if close else ""))
+    return args
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line of ours, not Python's with a source line."""
+    text = str(message)
+    print(f"lrpgraph: warning: {text.removeprefix('lrpgraph: ')}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
-    args = make_parser().parse_args(argv)
+    args = _parse(make_parser(), argv)
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except (LrpGraphError, ValueError) as exc:

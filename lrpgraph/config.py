@@ -112,6 +112,13 @@ class Preprocess:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     layout: str = "NCHW"
+    fit: str = "crop"  # crop: resize the short side, centre crop | pad: the whole image, padded square
+
+    def region(self) -> str:
+        """Which part of a photo a heatmap covers."""
+        if self.fit == "pad":
+            return f"the whole image, resized to {self.size} on its long side and padded to a square"
+        return f"the centre {self.size}x{self.size} crop of the image resized to {self.resize} on its short side"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

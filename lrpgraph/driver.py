@@ -195,7 +195,17 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike,
             onnx.save_model(fixed, tmp)
 
 
+def check_output_path(model_path, output_path) -> None:
+    """Refuse to write the explainer over the model it is built from (also via a link)."""
+    if isinstance(model_path, onnx.ModelProto) or not os.path.exists(output_path):
+        return
+    if os.path.samefile(model_path, output_path):
+        raise LrpGraphError(f"-o {output_path} is the model itself ({model_path}): the explainer would "
+                            "replace it. Give another output path (default: MODEL.lrp.onnx)")
+
+
 def build(model_path, output_path, config: Config = Config(), preprocess=None, output_name=None) -> BuildReport:
+    check_output_path(model_path, output_path)
     model, report = build_explainer(model_path, config, preprocess, output_name)
     save_model(model, output_path)
     return report

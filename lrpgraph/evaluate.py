@@ -136,6 +136,9 @@ class Scorer:
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
         self.pre = pre or Preprocess()
         model = load_model(model_path)
+        if any(p.key == "lrpgraph.config" for p in model.metadata_props):
+            raise LrpGraphError(f"{model_path} is an lrpgraph explainer; give eval the original "
+                                "classifier (it builds every method's explainer itself)")
         self.explainers = {
             m: Explainer(build_explainer(model, preset("paper", method=m, ig_steps=ig_steps))[0], provider)
             for m in methods if m in METHOD_NAMES}

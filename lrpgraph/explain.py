@@ -15,6 +15,7 @@ Needs onnxruntime, numpy and Pillow; matplotlib only to write PNGs. No PyTorch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -26,9 +27,9 @@ import onnx
 
 from .config import Preprocess
 from .errors import LrpGraphError
-from .heatmaps import heat_quantize
+from .heatmaps import Style, contact_sheet, heat_quantize, require_pictures
 from .preprocess import ImageError, prepare
-from .results import Result, compact_results, pending_images
+from .results import Result, compact_results, pending_images, run_settings
 from .session import open_model, probabilities
 
 
@@ -47,6 +48,7 @@ class Explainer:
         if not isinstance(model, onnx.ModelProto) and not os.path.isfile(model):
             raise LrpGraphError(f"{model}: no such explainer model (build one with lrpgraph build)")
         self.session = open_model(model, provider, threads, cpu_layout)
+        self.identity = _sha256(model)
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if "lrpgraph.config" not in meta:
@@ -142,8 +144,27 @@ class Explainer:
             target_probabilities=probs[np.arange(len(probs)), valid],
             relevance_sums=out["relevance_map"].reshape(len(probs), -1).sum(1),
             heatmaps_hq=out.get("relevance_map_hq"), crops=crops, class_names=self.class_names,
-            sources=sources,
+            sources=sources, method=self.config.get("method"), region=self.preprocess.region(),
         )
+
+    def settings(self, target=None, hq=False, style=None) -> dict:
+        """What outputs made by this explainer with these options depend on (results.py)."""
+        return run_settings(self.identity, self.preprocess, target, hq, style or self.style())
+
+    def style(self, cmap=None, alpha=None, colorbar=False) -> Style:
+        """How this explainer's maps are drawn by default (heatmaps.py), with overrides."""
+        return Style.for_method(self.config.get("method"), cmap, alpha, colorbar)
+
+
+def _sha256(model) -> str:
+    digest = hashlib.sha256()
+    if isinstance(model, onnx.ModelProto):
+        digest.update(model.SerializeToString())
+        return digest.hexdigest()
+    with open(model, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_batches(items, preprocess, batch_size, batches: queue.Queue) -> None:
@@ -165,9 +186,14 @@ def _read_batches(items, preprocess, batch_size, batches: queue.Queue) -> None:
     batches.put(("end", None))
 
 
-def _write_results(to_write: queue.Queue, output, cmap, summary, bar, failure: list) -> None:
+# A contact sheet shows at most this many images (one row each).
+SHEET_ROWS = 48
+
+
+def _write_results(to_write: queue.Queue, output, style, summary, bar, failure: list, sheet) -> None:
     """Save each explained batch and count it, in order, until None arrives. After an
-    error, what was queued is drained without writing; the error is left in ``failure``."""
+    error, what was queued is drained without writing; the error is left in ``failure``.
+    ``sheet``, when a list, collects the contact sheet's rows."""
     while (item := to_write.get()) is not None:
         kind, payload = item
         if failure:
@@ -177,7 +203,9 @@ def _write_results(to_write: queue.Queue, output, cmap, summary, bar, failure: l
                 summary.failed.append(payload)
                 bar.update(1)
             else:
-                payload.save(output, cmap=cmap)
+                payload.save(output, style=style)
+                if sheet is not None and len(sheet) < SHEET_ROWS:
+                    sheet += payload.sheet_rows(style)[:SHEET_ROWS - len(sheet)]
                 summary.explained += len(payload)
                 bar.update(len(payload))
         except BaseException as exc:  # re-raised by the caller's thread
@@ -185,19 +213,24 @@ def _write_results(to_write: queue.Queue, output, cmap, summary, bar, failure: l
 
 
 def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, batch_size=8,
-                  overwrite=False, progress=None, cmap="jet"):
+                  overwrite=False, progress=None, style: Style | None = None, sheet=False):
     """Explain every image under ``paths`` into ``output``; bad files are reported and
-    skipped; images already done are skipped unless ``overwrite``. Returns a RunSummary.
+    skipped; images already done with the same settings are skipped unless ``overwrite``
+    (a folder made with other settings is refused). ``sheet``: also write sheet.png, a row
+    per image explained (photo, map, overlay). Returns a RunSummary.
 
     Images are read one batch ahead and written one batch behind, each on a thread of its
     own, so that on a GPU the CPU's decoding and PNG encoding (what bounded the H100 run in
     docs/BENCHMARKS.md) overlap the explainer instead of adding to it."""
-    items, summary = pending_images(paths, output, overwrite)
+    require_pictures("explaining into a folder")
+    style = style or explainer.style()
+    items, summary = pending_images(paths, output, overwrite, explainer.settings(target, hq, style))
     bar = _progress(len(items), progress)
     batches, to_write, failure = queue.Queue(maxsize=2), queue.Queue(maxsize=2), []
+    rows = [] if sheet else None
     reader = threading.Thread(target=_read_batches, args=(items, explainer.preprocess, batch_size, batches),
                               daemon=True)
-    writer = threading.Thread(target=_write_results, args=(to_write, output, cmap, summary, bar, failure))
+    writer = threading.Thread(target=_write_results, args=(to_write, output, style, summary, bar, failure, rows))
     reader.start()
     writer.start()
     try:
@@ -219,6 +252,8 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
     reader.join()
     if overwrite:
         compact_results(output)
+    if rows:
+        contact_sheet(rows, os.path.join(output, "sheet.png"))
     return summary
 
 

@@ -1,14 +1,70 @@
 """Heatmaps as pictures and as post-processed maps: Heat Quantization (NumPy, for maps the
-explainer did not quantize itself), colour maps, overlays on the photo, PNG files.
+explainer did not quantize itself), colour maps, overlays on the photo, colour bars, contact
+sheets, PNG/NPY files.
+
+The LRP literature (zennit's ``imgify``, the authors' figures) shows signed relevance on a
+diverging colour map centred at 0 with symmetric limits: that is the default for LRP and
+the gradient methods; the CAMs (non-negative by construction) keep a sequential map.
+Colours span a robust maximum (the 99.5th percentile of |relevance|), so a few extreme
+pixels do not leave the rest of the map faint.
 
 Needs numpy; matplotlib (colour maps) and Pillow (PNG) where pictures are written.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import LrpGraphError
+
+DIVERGING = "bwr"
+SEQUENTIAL = "jet"
+# methods whose maps are non-negative by construction: a sequential colour map
+_CAMS = ("gradcam", "scorecam")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How heatmaps are drawn: the colour map, the overlay's strength, a colour bar."""
+
+    cmap: str = DIVERGING
+    alpha: float = 0.7  # overlay weight where relevance is at its (robust) maximum
+    colorbar: bool = False
+
+    @classmethod
+    def for_method(cls, method: str | None, cmap: str | None = None, alpha: float | None = None,
+                   colorbar: bool = False) -> "Style":
+        default = SEQUENTIAL if method in _CAMS else DIVERGING
+        return cls(cmap or default, 0.7 if alpha is None else alpha, colorbar)
+
+    @property
+    def diverging(self) -> bool:
+        return self.cmap != SEQUENTIAL
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def require_pictures(what: str) -> None:
+    """One clear error, before anything is written, where Pillow or matplotlib is missing."""
+    missing = [name for module, name in (("PIL.Image", "Pillow"), ("matplotlib.colors", "matplotlib"))
+               if not _importable(module)]
+    if missing:
+        raise LrpGraphError(f"{what} needs {' and '.join(missing)}, which this Python lacks: "
+                            "pip install -e '.[cpu]' (or '.[gpu]'), as the README says, "
+                            f"or pip install {' '.join(missing)}")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def heat_quantize(alpha: np.ndarray, levels: int = 8) -> np.ndarray:
@@ -22,24 +78,33 @@ def heat_quantize(alpha: np.ndarray, levels: int = 8) -> np.ndarray:
     return out
 
 
-def colourise(heat: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """H x W x 3 uint8. Non-negative maps span [0, max]; signed maps are centred at 0 so
-    that negative evidence reads as such."""
+def robust_scale(heat: np.ndarray) -> float:
+    """The 99.5th percentile of |heat|, or its maximum where that is 0 (sparse maps), or 1."""
+    magnitude = np.abs(heat)
+    scale = float(np.percentile(magnitude, 99.5))
+    return scale if scale > 0 else (float(magnitude.max()) or 1.0)
+
+
+def limits(heat: np.ndarray, style: Style) -> tuple[float, float]:
+    """(vmin, vmax) of the colour map: symmetric about 0 for a diverging map or a signed
+    map, [0, scale] otherwise."""
+    scale = robust_scale(heat)
+    return (-scale, scale) if style.diverging or heat.min() < 0 else (0.0, scale)
+
+
+def colourise(heat: np.ndarray, style: Style = Style()) -> np.ndarray:
+    """H x W x 3 uint8."""
     from matplotlib import colormaps
 
-    scale = float(np.abs(heat).max()) or 1.0
-    if heat.min() >= 0:
-        v = heat / scale
-    else:
-        v = 0.5 + 0.5 * heat / scale
-        cmap = "seismic" if cmap == "jet" else cmap
-    return (colormaps[cmap](np.clip(v, 0, 1))[..., :3] * 255).round().astype(np.uint8)
+    lo, hi = limits(heat, style)
+    v = np.clip((heat - lo) / (hi - lo), 0, 1)
+    return (colormaps[style.cmap](v)[..., :3] * 255).round().astype(np.uint8)
 
 
-def overlay(photo: np.ndarray, heat: np.ndarray, colour: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The colour map blended onto the photo, weighted by |relevance| so that the photo
-    shows where nothing is relevant."""
-    weight = alpha * np.sqrt(np.abs(heat) / (np.abs(heat).max() or 1.0))[..., None]
+def overlay(photo: np.ndarray, heat: np.ndarray, colour: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """The colour map blended onto the photo, ``alpha`` where |relevance| reaches the robust
+    maximum and less where it is small, so that the photo shows where nothing is relevant."""
+    weight = alpha * np.clip(np.abs(heat) / robust_scale(heat), 0, 1)[..., None]
     return ((1 - weight) * photo + weight * colour).round().astype(np.uint8)
 
 
@@ -54,3 +119,36 @@ def save_npy(array: np.ndarray, path: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+def save_with_colorbar(heat: np.ndarray, style: Style, path: str, title: str = "") -> None:
+    """The colour-mapped heat with a colour bar that reads relevance, as a PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 3.8), dpi=100)
+    ax = fig.add_subplot()
+    lo, hi = limits(heat, style)
+    shown = ax.imshow(heat, cmap=style.cmap, vmin=lo, vmax=hi)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="relevance")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+
+
+def contact_sheet(rows, path: str) -> None:
+    """One PNG, a row per image: photo | map | overlay, titled with the class and its
+    probability. ``rows``: (photo, map picture, overlay, title)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 2.6 * len(rows)), dpi=100)
+    for r, (photo, colour, blend, title) in enumerate(rows):
+        for c, (picture, label) in enumerate(((photo, title), (colour, "relevance"), (blend, "overlay"))):
+            ax = fig.add_subplot(len(rows), 3, 3 * r + c + 1)
+            ax.imshow(picture)
+            ax.set_axis_off()
+            ax.set_title(label, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

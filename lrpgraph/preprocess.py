@@ -74,11 +74,18 @@ def _to_uint8(array):
 
 
 def crop(image, pre: Preprocess):
-    """Resize the short side to ``pre.resize``, centre-crop ``pre.size``: the picture the
-    heatmap lies on."""
+    """Resize the short side to ``pre.resize``, centre-crop ``pre.size`` (or, with
+    ``fit="pad"``, fit the whole image into the square, padded with the mean colour, which
+    normalises to 0): the picture the heatmap lies on."""
     from PIL import Image
 
     w, h = image.size
+    if pre.fit == "pad":
+        scale = pre.size / max(w, h)
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        canvas = Image.new("RGB", (pre.size, pre.size), tuple(round(255 * m) for m in pre.mean))
+        canvas.paste(image, ((pre.size - image.size[0]) // 2, (pre.size - image.size[1]) // 2))
+        return canvas
     scale = pre.resize / min(w, h)
     image = image.resize((max(pre.size, round(w * scale)), max(pre.size, round(h * scale))),
                          Image.BILINEAR)
@@ -105,23 +112,48 @@ def prepare(source, pre: Preprocess):
     return to_input(cropped, pre), np.asarray(cropped)
 
 
-def find_images(paths):
+def find_images(paths, skip=None):
     """Expand files and folders (recursively) into [(path, name for outputs)]. Folder
     members are named by their path inside the folder so that a/cat.jpg and b/cat.jpg
-    do not collide. Every non-hidden file is tried: one that is no image is reported, not
-    silently dropped."""
+    do not collide, and files of one stem (cat.jpg, cat.png) keep their extension in the
+    name (cat.jpg, cat.png) so that neither overwrites the other. Every non-hidden file is
+    tried: one that is no image is reported, not silently dropped. A folder ``skip`` (the
+    output folder) is not walked. Nothing found is an error."""
     found = []
+    skip = os.path.realpath(skip) if skip else None
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for f in sorted(f for f in files if not f.startswith(".")):
-                    full = os.path.join(root, f)
-                    found.append((full, os.path.splitext(os.path.relpath(full, p))[0]))
+            found += _walk(p, skip)
         elif os.path.exists(p):
-            found.append((p, os.path.splitext(os.path.basename(p))[0]))
+            found.append((p, os.path.basename(p)))
         else:
             raise LrpGraphError(f"{p}: no such file or folder")
+    if not found:
+        raise LrpGraphError(f"no images found under {', '.join(map(os.fspath, paths))}")
+    return _unique([os.path.splitext(name)[0] for _, name in found], found)
+
+
+def _unique(stems, found):
+    """Names without the extension where that is unique, with it where not, and a counter
+    where even that repeats (one file given twice, or a/x.jpg given beside b/x.jpg)."""
+    counts = {s: stems.count(s) for s in set(stems)}
+    names = [name if counts[stem] > 1 else stem for stem, (_, name) in zip(stems, found)]
+    seen, out = {}, []
+    for (path, _), name in zip(found, names):
+        seen[name] = seen.get(name, 0) + 1
+        out.append((path, name if seen[name] == 1 else f"{name}_{seen[name]}"))
+    return out
+
+
+def _walk(folder, skip):
+    """The non-hidden files under ``folder``, named by their path inside it."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and os.path.realpath(os.path.join(root, d)) != skip]
+        for f in sorted(f for f in files if not f.startswith(".")):
+            full = os.path.join(root, f)
+            found.append((full, os.path.relpath(full, folder)))
     return found

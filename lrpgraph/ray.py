@@ -32,12 +32,13 @@ def _ray():
 class _ExplainActor:
     """Holds one Explainer (one ORT session) for the actor's lifetime."""
 
-    def __init__(self, model, provider="auto", output=None, hq=False, target=None, cmap="jet",
+    def __init__(self, model, provider="auto", output=None, hq=False, target=None, style=None,
                  preprocess=None):
         from .explain import Explainer
 
         self.explainer = Explainer(model, provider=provider, preprocess=preprocess)
-        self.output, self.hq, self.target, self.cmap = output, hq, target, cmap
+        self.output, self.hq, self.target = output, hq, target
+        self.style = style or self.explainer.style()
 
     @staticmethod
     def _die_once_for_tests():
@@ -75,7 +76,7 @@ class _ExplainActor:
             out = self.explainer.run(np.stack(inputs), self.target, self.hq)
             result = self.explainer.make_result(out, [n for _, n in good], crops, [p for p, _ in good])
             if self.output:
-                result.save_files(self.output, cmap=self.cmap)
+                result.save_files(self.output, self.style)
             heat = result.heatmaps_hq if result.heatmaps_hq is not None else result.heatmaps
             for i, (path, name) in enumerate(good):
                 add(path, name, record=json.dumps(result.record(i)), heatmap=heat[i])
@@ -89,14 +90,14 @@ def _stack(maps):
     return np.array(maps, dtype=object)
 
 
-def _actor_args(model, provider, num_gpus, concurrency, output=None, hq=False, target=None, cmap="jet",
+def _actor_args(model, provider, num_gpus, concurrency, output=None, hq=False, target=None, style=None,
                 preprocess=None):
     ray = _ray()
     if num_gpus is None:
         num_gpus = 1 if provider in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) >= 1 else 0
     return dict(
         fn_constructor_kwargs={"model": os.path.abspath(model), "provider": provider if num_gpus else "cpu",
-                               "output": output, "hq": hq, "target": target, "cmap": cmap,
+                               "output": output, "hq": hq, "target": target, "style": style,
                                "preprocess": preprocess},
         concurrency=concurrency,
         num_gpus=num_gpus,
@@ -162,19 +163,25 @@ def score_on_ray(make_scorer, items, address, workers=None) -> list:
 
 
 def explain_paths_ray(model, paths, output, address=None, target=None, hq=False, batch_size=8,
-                      overwrite=False, provider="auto", workers=None, cmap="jet", preprocess=None):
-    """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one."""
+                      overwrite=False, provider="auto", workers=None, style=None, preprocess=None):
+    """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one, and
+    claims the output folder for the same settings."""
+    from .explain import Explainer
     from .results import append_results, compact_results, pending_images
 
+    local = Explainer(model, provider="cpu", preprocess=preprocess)
+    style = style or local.style()
+    settings = local.settings(target, hq, style)
+    del local
     ray = _connect(address)
     output = os.path.abspath(output)
-    items, summary = pending_images(paths, output, overwrite)
+    items, summary = pending_images(paths, output, overwrite, settings)
     if not items:
         return summary
     workers = workers or max(1, int(ray.cluster_resources().get("GPU", 0)) or int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_items([{"path": os.path.abspath(p), "name": n} for p, n in items])
     rows = ds.map_batches(_ExplainActor, batch_size=batch_size, batch_format="numpy",
-                          **_actor_args(model, provider, None, workers, output, hq, target, cmap, preprocess)
+                          **_actor_args(model, provider, None, workers, output, hq, target, style, preprocess)
                           ).select_columns(["path", "name", "error", "record"]).take_all()
     seen, lines = set(), []
     for row in rows:

@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_path
-from .heatmaps import colourise, overlay, save_npy, save_png
+from .errors import LrpGraphError
+from .heatmaps import Style, colourise, overlay, save_npy, save_png, save_with_colorbar
 from .preprocess import find_images
 
 RESULTS = "results.jsonl"
+# What the outputs in a folder were made with: a rerun with other settings must not take
+# them as done.
+MANIFEST = "run.json"
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Result:
     crops: list = field(default_factory=list)  # the RGB pictures the heatmaps lie on
     class_names: list | None = None
     sources: list = field(default_factory=list)
+    method: str | None = None  # what made the maps: it picks their default colours
+    region: str = ""  # which part of each photo the map covers
 
     def __len__(self):
         return len(self.names)
@@ -42,37 +48,61 @@ class Result:
         rec = {"name": self.names[i], "file": self.sources[i] if self.sources else None,
                "class": int(self.classes[i]), "probability": float(self.probabilities[i]),
                "target": int(self.targets[i]), "target_probability": float(self.target_probabilities[i]),
-               "relevance_sum": float(self.relevance_sums[i])}
+               "relevance_sum": float(self.relevance_sums[i]), "region": self.region}
         if self.class_names:
             rec["class_name"] = self.class_names[rec["class"]]
             if 0 <= rec["target"] < len(self.class_names):
                 rec["target_name"] = self.class_names[rec["target"]]
         return rec
 
-    def save(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
-        """Per image ``name.npy``, ``name.png`` (colour-mapped) and ``name_overlay.png``,
-        each written atomically, then one line per image appended to results.jsonl."""
-        self.save_files(folder, cmap, alpha)
+    def style(self, style: Style | None = None) -> Style:
+        return style or Style.for_method(self.method)
+
+    def save(self, folder, style: Style | None = None) -> None:
+        """Per image ``name.npy``, ``name.png`` (colour-mapped, with a colour bar if the
+        style says so) and ``name_overlay.png``, each written atomically, then one line per
+        image appended to results.jsonl."""
+        self.save_files(folder, style)
         append_results(folder, [json.dumps(self.record(i)) + "\n" for i in range(len(self))])
 
-    def save_files(self, folder, cmap: str = "jet", alpha: float = 0.5) -> None:
+    def save_files(self, folder, style: Style | None = None) -> None:
         """The per-image files of ``save``, without results.jsonl (Ray workers write these;
         the driver merges the jsonl). Images are written in parallel: PNG encoding, not the
         explainer, bounds throughput on a GPU, and zlib releases the GIL."""
         os.makedirs(folder, exist_ok=True)
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.names)))) as pool:
             # list(): re-raise the first failure here rather than lose it in the pool
-            list(pool.map(lambda i: self._save_one(folder, i, cmap, alpha), range(len(self.names))))
+            list(pool.map(lambda i: self._save_one(folder, i, self.style(style)), range(len(self.names))))
 
-    def _save_one(self, folder, i, cmap, alpha):
-        heat = self.heatmaps_hq[i] if self.heatmaps_hq is not None else self.heatmaps[i]
+    def heat(self, i):
+        return self.heatmaps_hq[i] if self.heatmaps_hq is not None else self.heatmaps[i]
+
+    def title(self, i) -> str:
+        rec = self.record(i)
+        name = rec.get("target_name", f"class {rec['target']}")
+        return f"{self.names[i]}: {name} ({rec['target_probability']:.2f})"
+
+    def _save_one(self, folder, i, style):
+        heat = self.heat(i)
         base = os.path.join(folder, self.names[i])
         os.makedirs(os.path.dirname(base), exist_ok=True)
         save_npy(heat, base + ".npy")
-        colour = colourise(heat, cmap)
-        save_png(colour, base + ".png")
+        colour = colourise(heat, style)
+        if style.colorbar:
+            save_with_colorbar(heat, style, base + ".png", self.title(i))
+        else:
+            save_png(colour, base + ".png")
         if self.crops:
-            save_png(overlay(self.crops[i], heat, colour, alpha), base + "_overlay.png")
+            save_png(overlay(self.crops[i], heat, colour, style.alpha), base + "_overlay.png")
+
+    def sheet_rows(self, style: Style | None = None) -> list:
+        """(photo, map picture, overlay, title) per image that has its photo."""
+        style = self.style(style)
+        rows = []
+        for i, photo in enumerate(self.crops):
+            colour = colourise(self.heat(i), style)
+            rows.append((photo, colour, overlay(photo, self.heat(i), colour, style.alpha), self.title(i)))
+        return rows
 
 
 @dataclass
@@ -118,11 +148,45 @@ def compact_results(folder) -> None:
         out.writelines(latest.values())
 
 
-def pending_images(paths, output, overwrite):
+def claim_folder(output, settings: dict, overwrite: bool) -> None:
+    """Record ``settings`` (what the explainer, target, HQ, colours are) in ``output``.
+    A folder whose outputs were made with other settings is refused, unless ``overwrite``:
+    then its record of what is done is cleared, so that every image is redone."""
+    path = os.path.join(output, MANIFEST)
+    recorded = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            recorded = json.load(fh)
+    elif os.path.exists(os.path.join(output, RESULTS)):
+        recorded = {"settings": "unknown (no run.json: an earlier lrpgraph)"}
+    if recorded is not None and recorded != settings:
+        if not overwrite:
+            changed = [f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}"
+                       for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
+            raise LrpGraphError(f"{output} holds heatmaps made with other settings ({'; '.join(changed)}); "
+                                "give another -o, or --overwrite to redo every image with these")
+        with atomic_path(os.path.join(output, RESULTS)) as tmp:
+            open(tmp, "w").close()
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(settings, fh, indent=1, sort_keys=True)
+
+
+def run_settings(identity: str, preprocess, target, hq: bool, style) -> dict:
+    """What a folder's outputs depend on, as JSON values (so a record read back compares
+    equal): the explainer's bytes, the preprocessing, the target, HQ and the pictures."""
+    settings = {"explainer_sha256": identity, "preprocess": json.loads(preprocess.to_json()),
+                "target": None if target is None else int(target), "hq": bool(hq), "pictures": style.to_dict()}
+    return json.loads(json.dumps(settings))
+
+
+def pending_images(paths, output, overwrite, settings=None):
     """The images under ``paths`` still to explain into ``output``, and a summary that
-    counts those already done (all of them are redone with ``overwrite``)."""
-    items = find_images(paths)
+    counts those already done (all of them are redone with ``overwrite``). With
+    ``settings`` the folder is claimed for them first (:func:`claim_folder`)."""
+    items = find_images(paths, skip=output)
     os.makedirs(output, exist_ok=True)
+    if settings is not None:
+        claim_folder(output, settings, overwrite)
     summary = RunSummary()
     if not overwrite:
         done = done_names(output)

@@ -35,8 +35,9 @@ def providers(provider: str) -> list[str]:
                 pass
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if provider == "cuda":
-        warnings.warn("CUDA was asked for but this onnxruntime has no CUDAExecutionProvider "
-                      "(pip install lrpgraph[gpu]); running on the CPU", stacklevel=3)
+        warnings.warn("CUDA was asked for, but this onnxruntime has no CUDA provider; running on the "
+                      "CPU (for CUDA: pip uninstall onnxruntime && pip install -e '.[gpu]', see README)",
+                      stacklevel=3)
     return ["CPUExecutionProvider"]
 
 

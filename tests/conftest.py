@@ -62,3 +62,31 @@ def resnets(tmp_path_factory):
         export(model, path)
         out[arch] = (model, path)
     return out
+
+
+# scikit-image's bundled photos and their ImageNet classes under EfficientNet-Lite0
+PHOTOS = {"chelsea": 285, "coffee": 967, "stereo_motorcycle": 665, "rocket": 657}
+
+
+@pytest.fixture(scope="session")
+def effnet(tmp_path_factory):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from export_efficientnet import export, load_model
+    from lrpgraph.driver import build
+
+    folder = tmp_path_factory.mktemp("effnet")
+    export(str(folder / "m.onnx"))
+    build(str(folder / "m.onnx"), str(folder / "m.lrp.onnx"))
+    return load_model(), str(folder / "m.lrp.onnx")
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        Image.fromarray(getattr(data, name)() if name != "stereo_motorcycle" else data.stereo_motorcycle()[0]
+                        ).save(folder / f"{name}.jpg", quality=95)
+    return folder

@@ -9,33 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run
-
-PHOTOS = {"chelsea": 285, "coffee": 967, "stereo_motorcycle": 665, "rocket": 657}
-
-
-@pytest.fixture(scope="module")
-def effnet(tmp_path_factory):
-    pytest.importorskip("efficientnet_lite_pytorch")
-    from export_efficientnet import export, load_model
-    from lrpgraph.driver import build
-
-    folder = tmp_path_factory.mktemp("effnet")
-    export(str(folder / "m.onnx"))
-    build(str(folder / "m.onnx"), str(folder / "m.lrp.onnx"))
-    return load_model(), str(folder / "m.lrp.onnx")
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        Image.fromarray(getattr(data, name)() if name != "stereo_motorcycle" else data.stereo_motorcycle()[0]
-                        ).save(folder / f"{name}.jpg", quality=95)
-    return folder
+from conftest import PHOTOS, run
 
 
 def test_predictions_match_torch_and_heatmaps_match_the_graph(effnet, photos):
@@ -174,7 +148,7 @@ def test_a_failed_write_stops_the_run_and_reaches_the_caller(effnet, photos, tmp
     (first,) = calls[0]
     assert [json.loads(line)["name"] for line in open(out / "results.jsonl")] == [first]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["results.jsonl", f"{first}.npy", f"{first}.png", f"{first}_overlay.png"])
+        ["results.jsonl", "run.json", f"{first}.npy", f"{first}.png", f"{first}_overlay.png"])
 
 
 def test_bad_inputs_at_explain_time(effnet):

@@ -70,8 +70,9 @@ def _torchvision_model(arch, weights):
         import torchvision
     except Exception:
         raise ExportError(
-            f"--weights {weights}: torchvision is not installed (pip install torch==2.14.1 "
-            "torchvision==0.29.1), or pass --checkpoint FILE.pth") from None
+            f"--weights {weights}: torchvision is not installed. It needs another torch than the "
+            "README's CPU wheel (torch==2.13.0): pip install torch==2.14.1 torchvision==0.29.1 "
+            "(5.5 GB, a CUDA build). Or pass --checkpoint FILE.pth, which needs torch alone") from None
     try:
         enum = torchvision.models.get_model_weights(arch)
         w = enum[weights] if weights in enum.__members__ else enum.verify(weights)
