@@ -14,7 +14,7 @@ $LRP build exported_models/efficientnet_lite0.onnx -o exported_models/efficientn
 $LRP build exported_models/resnet50.onnx -o exported_models/resnet50.lrp.onnx
 $PY tools/sample_photos.py demo_out/photos
 status=0
-$LRP explain exported_models/efficientnet_lite0.lrp.onnx demo_out/photos -o demo_out/heatmaps/efficientnet_lite0 || status=$?
-$LRP explain exported_models/resnet50.lrp.onnx demo_out/photos -o demo_out/heatmaps/resnet50 || status=$?
-echo "heatmaps (.npy, .png, _overlay.png) and results.jsonl are in demo_out/heatmaps/"
+$LRP explain exported_models/efficientnet_lite0.lrp.onnx demo_out/photos -o demo_out/heatmaps/efficientnet_lite0 --sheet --overwrite || status=$?
+$LRP explain exported_models/resnet50.lrp.onnx demo_out/photos -o demo_out/heatmaps/resnet50 --sheet --overwrite || status=$?
+echo "heatmaps (.npy, .png, _overlay.png), results.jsonl and sheet.png are in demo_out/heatmaps/; start with efficientnet_lite0/sheet.png (ResNet50 has random weights here)"
 exit $status
