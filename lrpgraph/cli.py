@@ -56,7 +56,12 @@ def cmd_build(args):
                      full_relevance=args.full_relevance, conservation=args.conservation,
                      dtype=args.dtype, ig_steps=args.ig_steps,
                      target_input=args.target_input)
-    pre = Preprocess(size=args.size, resize=args.resize, mean=args.mean, std=args.std)
+    pre = None  # the model's own input size, ImageNet's mean and std
+    if any(v is not None for v in (args.size, args.resize, args.mean, args.std)):
+        base = Preprocess()
+        size = args.size or base.size
+        pre = Preprocess(size=size, resize=args.resize or round(size * 256 / 224),
+                         mean=args.mean or base.mean, std=args.std or base.std)
     output = args.output or _default_output(args.model)
     check_output_path(args.model, output)
     model, report = build_explainer(args.model, config, pre, args.output_name)
@@ -112,6 +117,7 @@ def cmd_explain(args):
     require_pictures("explain")
     ex = Explainer(args.model, provider=args.provider)
     ex.preprocess = _explain_preprocess(args, ex)
+    ex.max_pixels = args.max_pixels
     if args.target is not None:  # a bad target fails here, before any folder is made
         ex.check_target(args.target, 1)
     style = ex.style(args.cmap, args.alpha, args.colorbar)
@@ -200,12 +206,12 @@ def _build_parser(sub):
     b.add_argument("--no-target-input", dest="target_input", action="store_false",
                    help="explain the predicted class only: no optional target input, so no "
                         "control flow in the graph (ORT's CUDA graph capture needs that)")
-    b.add_argument("--size", type=int, default=224, help="crop size recorded for explain")
-    b.add_argument("--resize", type=int, default=256, help="short side before the crop")
-    b.add_argument("--mean", type=_floats, default=(0.485, 0.456, 0.406),
+    b.add_argument("--size", type=int, help="crop size recorded for explain (default: the model's input "
+                   "size where it is static and square, else 224)")
+    b.add_argument("--resize", type=int, help="short side before the crop (default: size * 256 / 224)")
+    b.add_argument("--mean", type=_floats,
                    help="per-channel mean of [0, 1] pixels, recorded for explain (default: ImageNet's)")
-    b.add_argument("--std", type=_floats, default=(0.229, 0.224, 0.225),
-                   help="per-channel std, recorded for explain (default: ImageNet's)")
+    b.add_argument("--std", type=_floats, help="per-channel std, recorded for explain (default: ImageNet's)")
     b.set_defaults(func=cmd_build)
 
 
@@ -233,6 +239,8 @@ def _explain_parser(sub):
                    help="distribute with Ray Data (a local instance, or the cluster at ADDRESS, e.g. auto)")
     x.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
     x.add_argument("--quiet", action="store_true", help="no progress bar")
+    x.add_argument("--max-pixels", type=int, default=200_000_000,
+                   help="refuse images with more pixels (decompression bombs; default 2e8)")
     x.add_argument("--size", type=int, help="crop size (default: what the explainer recorded at build)")
     x.add_argument("--resize", type=int, help="short side before the crop (default: recorded at build)")
     x.add_argument("--mean", type=_floats, help="per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406 "
@@ -326,4 +334,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except (LrpGraphError, ValueError) as exc:
         print(f"lrpgraph {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output side: a full disk, a read-only folder, a file for a folder
+        where = f"{exc.filename}: " if exc.filename else ""
+        kept = " (what was written before is kept; rerun to resume)" if args.command == "explain" else ""
+        print(f"lrpgraph {args.command}: error: {where}{exc.strerror or exc}{kept}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -27,7 +27,7 @@ from .emit import Emitter
 from .errors import LrpGraphError
 from .float16 import half_start, to_float16
 from .load import canonicalise, default_opset, load_model
-from .match import GraphFacts, assign_rules, layout
+from .match import GraphFacts, assign_rules, import_graph, layout
 from .methods import Pass
 from .methods import method as get_method
 from .outputs import assemble
@@ -69,7 +69,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     if half and not method.half_precision:
         raise LrpGraphError(f"{method.name} has no float16 explainer; build it in float32")
     source, forward, ops_before = _forward_model(model, half)
-    graph = gs.import_onnx(forward)
+    graph = import_graph(forward)
     prepared = method.prepare(graph, config)
     facts = GraphFacts.read(graph, output_name)
     source_output = facts.head.name  # outputs.py renames the head
@@ -90,7 +90,10 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     outputs = assemble(e, facts, config, ctx.start, attribution, channel_axis, scores, per_image, start_sum)
     out = _export(graph, outputs, forward, config, ctx.start)
     method.finalise(out, forward, ctx)
-    _record(out, config, preprocess or Preprocess(layout=layout_name), facts, source_output,
+    # the layout is the model's, whatever preprocessing was asked for
+    preprocess = replace(preprocess, layout=layout_name) if preprocess else \
+        default_preprocess(facts.image.shape, channel_axis, layout_name)
+    _record(out, config, preprocess, facts, source_output,
             layout_name, composite, matches)
     _check(out)
     kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)
@@ -102,6 +105,15 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
         outputs=[o.name for o in out.graph.output], layout=layout_name,
     )
     return out, report
+
+
+def default_preprocess(shape, channel_axis: int, layout_name: str) -> Preprocess:
+    """ImageNet's preprocessing, at the model's own square input size where it has one
+    (the crop, and the short side in ImageNet's 256/224 proportion)."""
+    spatial = [d for i, d in enumerate(shape or [], start=0) if i not in (0, channel_axis)]
+    if len(spatial) == 2 and spatial[0] == spatial[1] and isinstance(spatial[0], int):
+        return Preprocess(size=spatial[0], resize=round(spatial[0] * 256 / 224), layout=layout_name)
+    return Preprocess(layout=layout_name)
 
 
 def _forward_model(model, half: bool):
@@ -162,7 +174,7 @@ def inspect(model, config: Config = Config(), output_name=None):
     """What ``build`` would match, without emitting: (rules [(node, op, rule)], skip-merge
     kinds {kind: count}, unsupported [(node, op, reason)], layout)."""
     model = canonicalise(load_model(model) if not isinstance(model, onnx.ModelProto) else model)
-    facts = GraphFacts.read(gs.import_onnx(model), output_name)
+    facts = GraphFacts.read(import_graph(model), output_name)
     problems = []
     matches = assign_rules(facts, get_method(config.method).composite(config), problems=problems)
     kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)

@@ -28,8 +28,8 @@ import onnx
 from .config import Preprocess
 from .errors import LrpGraphError
 from .heatmaps import Style, contact_sheet, heat_quantize, require_pictures
-from .preprocess import ImageError, prepare
-from .results import Result, compact_results, pending_images, run_settings
+from .preprocess import MAX_PIXELS, ImageError, prepare
+from .results import Result, compact_results, holding, pending_images, run_settings
 from .session import open_model, probabilities
 
 
@@ -49,6 +49,7 @@ class Explainer:
             raise LrpGraphError(f"{model}: no such explainer model (build one with lrpgraph build)")
         self.session = open_model(model, provider, threads, cpu_layout)
         self.identity = _sha256(model)
+        self.max_pixels = MAX_PIXELS  # larger images are refused (decompression bombs)
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if "lrpgraph.config" not in meta:
@@ -78,15 +79,31 @@ class Explainer:
         if target is not None:
             feeds["target"] = self.check_target(target, len(x))
         if names is not None:
-            return dict(zip(names, self.session.run(names, feeds)))
+            return self._session_run(names, feeds)
         names = ["logits", "relevance_map", "target_used"]
         if hq and "relevance_map_hq" in self.outputs:
             names.append("relevance_map_hq")
-        out = dict(zip(names, self.session.run(names, feeds)))
+        out = self._session_run(names, feeds)
         if hq and "relevance_map_hq" not in out:
             out["relevance_map_hq"] = heat_quantize(out["relevance_map"], self.config.get("hq_levels") or 8)
         out["probabilities"] = probabilities(out["logits"].astype(np.float64), self.softmax_head)
         return out
+
+    def _session_run(self, names, feeds) -> dict:
+        """One session call, or, for a model whose batch size is fixed (1, say), one call
+        per that many images, the last padded with zeros and cut back."""
+        fixed, n = self.input_shape[0], len(feeds[self.input_name])
+        if not isinstance(fixed, int) or fixed == n:
+            return dict(zip(names, self.session.run(names, feeds)))
+        parts = []
+        for start in range(0, n, fixed):
+            chunk = {k: v[start:start + fixed] for k, v in feeds.items()}
+            short = fixed - len(chunk[self.input_name])
+            if short:  # images of zeros, targets -1 (predicted)
+                chunk = {k: np.concatenate([v, np.full((short,) + v.shape[1:], -1 if k == "target" else 0, v.dtype)])
+                         for k, v in chunk.items()}
+            parts.append([o[:fixed - short] for o in self.session.run(names, chunk)])
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
     def check_input(self, x):
         x = np.asarray(x)
@@ -167,12 +184,12 @@ def _sha256(model) -> str:
     return digest.hexdigest()
 
 
-def _read_batches(items, preprocess, batch_size, batches: queue.Queue) -> None:
+def _read_batches(items, explainer, batch_size, batches: queue.Queue) -> None:
     """Decode and crop the images into batches (and failures) for the queue, then "end"."""
     batch = []
     for path, name in items:
         try:
-            x, crop = prepare(path, preprocess)
+            x, crop = prepare(path, explainer.preprocess, explainer.max_pixels)
             batch.append((path, name, x, crop))
         except ImageError as exc:
             batches.put(("failed", (path, str(exc))))
@@ -224,11 +241,21 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
     docs/BENCHMARKS.md) overlap the explainer instead of adding to it."""
     require_pictures("explaining into a folder")
     style = style or explainer.style()
-    items, summary = pending_images(paths, output, overwrite, explainer.settings(target, hq, style))
-    bar = _progress(len(items), progress)
+    with holding(output):
+        items, summary = pending_images(paths, output, overwrite, explainer.settings(target, hq, style))
+        rows = [] if sheet else None
+        _run(explainer, items, output, target, hq, batch_size, style, summary, _progress(len(items), progress), rows)
+        if overwrite:
+            compact_results(output)
+        if rows:
+            contact_sheet(rows, os.path.join(output, "sheet.png"))
+    return summary
+
+
+def _run(explainer, items, output, target, hq, batch_size, style, summary, bar, rows) -> None:
+    """Read, explain and write ``items``: the reader and the writer on threads of their own."""
     batches, to_write, failure = queue.Queue(maxsize=2), queue.Queue(maxsize=2), []
-    rows = [] if sheet else None
-    reader = threading.Thread(target=_read_batches, args=(items, explainer.preprocess, batch_size, batches),
+    reader = threading.Thread(target=_read_batches, args=(items, explainer, batch_size, batches),
                               daemon=True)
     writer = threading.Thread(target=_write_results, args=(to_write, output, style, summary, bar, failure, rows))
     reader.start()
@@ -250,11 +277,6 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
     if failure:
         raise failure[0]
     reader.join()
-    if overwrite:
-        compact_results(output)
-    if rows:
-        contact_sheet(rows, os.path.join(output, "sheet.png"))
-    return summary
 
 
 class _NoBar:

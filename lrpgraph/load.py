@@ -43,28 +43,47 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-def _load_external_data(model: onnx.ModelProto, base_dir: str, path: str) -> None:
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor a graph holds: initializers and node attributes (Constant's value),
+    subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
-    external = [t for t in model.graph.initializer if uses_external_data(t)]
-    if not external:
-        return
+
+def _load_external_data(model: onnx.ModelProto, base_dir: str, path: str) -> None:
+    """Read external data only from regular files inside the model's folder."""
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
     base_real = os.path.realpath(base_dir)
-    for tensor in external:
+    for tensor in _tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = os.path.realpath(os.path.join(base_dir, location))
         if os.path.commonpath([base_real, target]) != base_real:
             raise LrpGraphError(
-                f"{path}: initializer {tensor.name!r} points at external data {location!r} "
+                f"{path}: tensor {tensor.name!r} points at external data {location!r} "
                 "outside the model's folder; refusing to read it. Move the data file next to "
                 "the model and fix its location."
             )
-        if not os.path.exists(target):
+        if not os.path.isfile(target):
             raise LrpGraphError(
-                f"{path}: initializer {tensor.name!r} needs external data file {location!r}, "
-                "which is missing. Copy it next to the model."
+                f"{path}: tensor {tensor.name!r} needs external data file {location!r}, which is "
+                "missing or not a file. Copy it next to the model."
             )
-    load_external_data_for_model(model, base_dir)
+        try:
+            load_external_data_for_tensor(tensor, base_dir)
+        except Exception as exc:
+            raise LrpGraphError(f"{path}: external data of {tensor.name!r} in {location!r} cannot be "
+                                f"read ({type(exc).__name__}: {exc}); re-export the model") from None
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -72,6 +91,35 @@ def default_opset(model: onnx.ModelProto) -> int:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
     raise LrpGraphError("the model imports no default ONNX opset; it is not a standard ONNX model.")
+
+
+# One image larger than this is no photo (and numpy, ORT or protobuf would fail on it).
+MAX_IMAGE_ELEMENTS = 1 << 31
+
+
+def _check_input(graph: onnx.GraphProto) -> None:
+    """The image input is float32 with positive static dimensions (the batch may be
+    symbolic) and of a sane size; other models get one clear error."""
+    inits = {t.name for t in graph.initializer}
+    for inp in (i for i in graph.input if i.name not in inits):
+        kind = inp.type.tensor_type
+        if inp.type.WhichOneof("value") != "tensor_type":
+            continue  # GraphFacts refuses what is no tensor
+        if kind.elem_type != onnx.TensorProto.FLOAT:
+            name = onnx.TensorProto.DataType.Name(kind.elem_type).lower()
+            raise LrpGraphError(f"input {inp.name!r} is {name}; lrpgraph builds from float32 models "
+                                "(export in float32; build --dtype float16 makes a half-precision explainer)")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in kind.shape.dim]
+        shape = [d if d is not None else "?" for d in dims]
+        if any(d is not None and d <= 0 for d in dims):
+            raise LrpGraphError(f"input {inp.name!r} has shape {shape}: every dimension must be "
+                                "positive; re-export with the image size the model takes")
+        per_image = 1
+        for d in dims[1:]:
+            per_image *= d or 1
+        if per_image > MAX_IMAGE_ELEMENTS:
+            raise LrpGraphError(f"input {inp.name!r} has shape {shape}: {per_image:.3g} values per "
+                                f"image, more than lrpgraph explains ({MAX_IMAGE_ELEMENTS:.3g})")
 
 
 def canonicalise(model: onnx.ModelProto, batch: int | str | None = None) -> onnx.ModelProto:
@@ -93,6 +141,7 @@ def canonicalise(model: onnx.ModelProto, batch: int | str | None = None) -> onnx
         model.ir_version = MIN_IR_VERSION
 
     graph = model.graph
+    _check_input(graph)
     init_names = {t.name for t in graph.initializer}
     keep = [i for i in graph.input if i.name not in init_names]
     del graph.input[:]

@@ -18,6 +18,17 @@ from .load import RANDOM_OPS
 from .rules import op_facts
 
 
+def _outer_reads(node) -> list:
+    """The tensors of the enclosing graph that ``node``'s subgraphs read implicitly."""
+    subgraphs = list(node.subgraphs(recursive=True))
+    if not subgraphs:
+        return []
+    inner = {t.name for g in subgraphs for t in g.inputs}
+    inner |= {t.name for g in subgraphs for n in g.nodes for t in n.outputs}
+    return [t for g in subgraphs for n in g.nodes for t in n.inputs
+            if t.name and t.name not in inner and not isinstance(t, gs.Constant)]
+
+
 def _weighted(node) -> int:
     """1 for a node that carries weights (its rule says so): the "depth" that tells a skip
     from a residual branch, and the first layer from the rest, counts these."""
@@ -107,11 +118,12 @@ class GraphFacts:
 
     def _compute_constants(self) -> None:
         """Tensors computed from initializers alone (Constant, ConstantOfShape, Identity of
-        a weight, ...): ORT folds these at load, and relevance never flows into them."""
+        a weight, ...): ORT folds these at load, and relevance never flows into them. What a
+        node's subgraphs (If, Loop, Scan) read from this graph counts as its input."""
         for node in self.order:
             if node.op in RANDOM_OPS:
                 continue
-            if all(self.is_const(t) for t in node.inputs):
+            if all(self.is_const(t) for t in list(node.inputs) + _outer_reads(node)):
                 self._const.update(out.name for out in node.outputs)
 
     # -- depth in weighted layers ------------------------------------------------------
@@ -205,6 +217,17 @@ class GraphFacts:
         return self.merges[node.name]
 
 
+def import_graph(model) -> gs.Graph:
+    """The model as a graphsurgeon graph in topological order; a cycle is one clear error."""
+    graph = gs.import_onnx(model)
+    try:
+        graph.toposort()
+    except Exception as exc:
+        raise LrpGraphError(f"the graph cannot be ordered ({exc}); an ONNX graph must be acyclic "
+                            "with unique tensor names: re-export the model") from None
+    return graph
+
+
 def probability_head(head: gs.Tensor) -> bool:
     """Whether the model's output is a Softmax over its class axis (the last): class
     probabilities. A softmax over another axis (the batch) is not one."""
@@ -217,7 +240,7 @@ def probability_head(head: gs.Tensor) -> bool:
 
 def ends_in_probabilities(model) -> bool:
     """Whether an ONNX model's one output is a softmax over its classes."""
-    graph = gs.import_onnx(model)
+    graph = import_graph(model)
     return len(graph.outputs) == 1 and probability_head(graph.outputs[0])
 
 
@@ -249,6 +272,8 @@ def assign_rules(facts: GraphFacts, composite, stop=None, problems=None) -> list
             continue
         rule = composite.rule_for(node, facts)
         reason = "no rule for this op type" if rule is None else rule.check(node, facts)
+        if rule is None and _outer_reads(node):
+            reason = "its subgraph reads image-dependent tensors; no rule sends relevance into it"
         if reason is not None:
             problems.append((node.name, node.op, reason))
             targets = facts.activations(node)  # keep walking to list everything unsupported

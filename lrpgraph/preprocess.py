@@ -8,6 +8,8 @@ converted to RGB; 16-bit images are scaled to 8 bits; EXIF orientation is applie
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 
 import numpy as np
 
@@ -24,17 +26,25 @@ class ImageError(LrpGraphError):
     """One image could not be used; the batch goes on without it."""
 
 
-def load_rgb(source):
-    """A PIL RGB image from a path, a PIL image, or an H x W [x C] uint8/uint16 array."""
+def load_rgb(source, max_pixels: int = MAX_PIXELS):
+    """A PIL RGB image from a path, a PIL image, or an H x W [x C] uint8/uint16 array. A
+    file that is no regular file (a named pipe, a device) is refused unopened; an image of
+    more than ``max_pixels`` pixels is refused (Pillow only warns between 1x and 2x)."""
     from PIL import Image, ImageOps
 
     if isinstance(source, (str, os.PathLike)):
+        _regular(source)
         try:
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            with Image.open(source) as im:
-                im.load()
-                image = ImageOps.exif_transpose(im)
-                image = image.copy() if image is im else image
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(source) as im:
+                    im.load()
+                    image = ImageOps.exif_transpose(im)
+                    image = image.copy() if image is im else image
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageError(f"{source}: more than {max_pixels} pixels; refused as a possible "
+                             "decompression bomb (--max-pixels N to allow it)") from None
         except Exception as exc:
             raise ImageError(f"{source}: not a readable image ({type(exc).__name__}: {exc})") from None
     elif isinstance(source, Image.Image):
@@ -52,6 +62,15 @@ def load_rgb(source):
         raise ImageError(f"{_label(source)}: {image.size[0]}x{image.size[1]} pixels is too small "
                          f"to explain (at least {MIN_SIDE} on the short side)")
     return image
+
+
+def _regular(path) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path}: not a regular file (a named pipe, socket or device); skipped unopened")
 
 
 def _label(source):
@@ -106,9 +125,9 @@ def to_input(cropped, pre: Preprocess) -> np.ndarray:
     return normalise(np.asarray(cropped, dtype=np.float32) / 255.0, pre)
 
 
-def prepare(source, pre: Preprocess):
+def prepare(source, pre: Preprocess, max_pixels: int = MAX_PIXELS):
     """(model input, cropped RGB uint8 array) for one image."""
-    cropped = crop(load_rgb(source), pre)
+    cropped = crop(load_rgb(source, max_pixels), pre)
     return to_input(cropped, pre), np.asarray(cropped)
 
 

@@ -65,7 +65,7 @@ class _ExplainActor:
         good, inputs, crops = [], [], []
         for path, name in zip(paths, names):
             try:
-                x, crop = prepare(path, self.explainer.preprocess)
+                x, crop = prepare(path, self.explainer.preprocess, self.explainer.max_pixels)
             except Exception as exc:
                 add(path, name, error=str(exc))
                 continue
@@ -167,7 +167,7 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
     """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one, and
     claims the output folder for the same settings."""
     from .explain import Explainer
-    from .results import append_results, compact_results, pending_images
+    from .results import holding, pending_images
 
     local = Explainer(model, provider="cpu", preprocess=preprocess)
     style = style or local.style()
@@ -175,9 +175,19 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
     del local
     ray = _connect(address)
     output = os.path.abspath(output)
-    items, summary = pending_images(paths, output, overwrite, settings)
-    if not items:
-        return summary
+    with holding(output):
+        items, summary = pending_images(paths, output, overwrite, settings)
+        if items:
+            _explain_on_ray(ray, items, summary, model, output, target, hq, batch_size, overwrite,
+                            provider, workers, style, preprocess)
+    return summary
+
+
+def _explain_on_ray(ray, items, summary, model, output, target, hq, batch_size, overwrite, provider,
+                    workers, style, preprocess) -> None:
+    """The actors write each image's files; the driver merges results.jsonl."""
+    from .results import append_results, compact_results
+
     workers = workers or max(1, int(ray.cluster_resources().get("GPU", 0)) or int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_items([{"path": os.path.abspath(p), "name": n} for p, n in items])
     rows = ds.map_batches(_ExplainActor, batch_size=batch_size, batch_format="numpy",
@@ -196,4 +206,3 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
     append_results(output, lines)
     if overwrite:
         compact_results(output)
-    return summary

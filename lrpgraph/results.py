@@ -7,14 +7,16 @@ after the image's files are in place, so a line always means "done".
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, sweep_temp_files
 from .errors import LrpGraphError
 from .heatmaps import Style, colourise, overlay, save_npy, save_png, save_with_colorbar
 from .preprocess import find_images
@@ -23,6 +25,7 @@ RESULTS = "results.jsonl"
 # What the outputs in a folder were made with: a rerun with other settings must not take
 # them as done.
 MANIFEST = "run.json"
+LOCK = ".lrpgraph.lock"
 
 
 @dataclass
@@ -146,6 +149,25 @@ def compact_results(folder) -> None:
     latest = {name: line if line.endswith("\n") else line + "\n" for name, line in _records(folder)}
     with atomic_path(os.path.join(folder, RESULTS)) as tmp, open(tmp, "w", encoding="utf-8") as out:
         out.writelines(latest.values())
+
+
+@contextmanager
+def holding(output):
+    """Hold ``output`` for one run: a second run into it at once is refused (an flock on
+    ``output/.lrpgraph.lock``, released when the run ends, also when it is killed), and the
+    temporary files a killed run left behind are swept."""
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, LOCK), "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LrpGraphError(f"another lrpgraph run is writing into {output}; wait for it to "
+                                "finish, or give another -o") from None
+        sweep_temp_files(output)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def claim_folder(output, settings: dict, overwrite: bool) -> None:

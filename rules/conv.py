@@ -180,9 +180,11 @@ class ConvOnes(ConvZPlus):
         tattrs = transpose_attrs(node, facts, list(w.shape))
         w_plus = e.positive_part(w)
         # conv(1, W+) does not depend on the image: one sample, broadcast over the batch,
-        # folded to a constant by ORT at load.
-        ones = np.ones((1,) + facts.static_shape(a, "the input", node), dtype=e.dtype)
-        z = e.op("Conv", [e.const(ones, "ones"), w_plus], _forward_attrs(node, facts), hint="z")
+        # folded to a constant by ORT at load. The ones are made in the graph (ConstantOfShape),
+        # so the file does not hold an image-sized constant (805 MB for an 8192x8192 input).
+        shape = np.array((1,) + facts.static_shape(a, "the input", node), np.int64)
+        ones = e.op("ConstantOfShape", [shape], {"value": e.const(np.ones(1, e.dtype), "one")}, hint="ones")
+        z = e.op("Conv", [ones, w_plus], _forward_attrs(node, facts), hint="z")
         s = e.stabilised_ratio(relevance, z, self.eps)
         if a is facts.image and e.map_only and tattrs["group"] == 1:
             # Only the channel sum of R_in reaches the heatmap, and with a = ones it is the
