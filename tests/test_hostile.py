@@ -196,3 +196,12 @@ def test_images_over_the_pixel_limit_are_refused_each(fixed_batch, tmp_path):
     assert done.returncode == 1 and "decompression bomb" in done.stderr and "explained 1" in done.stdout
     rows = [json.loads(line)["name"] for line in open(tmp_path / "out" / "results.jsonl")]
     assert rows == ["p0"]
+
+
+def test_explain_into_a_file_is_one_line(fixed_batch, tmp_path):
+    photos = _photos(tmp_path / "in", n=1)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    done = cli("explain", fixed_batch, photos, "-o", tmp_path / "taken", "--provider", "cpu")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert [line for line in done.stderr.splitlines() if "error" in line] == [done.stderr.strip().splitlines()[-1]]
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
