@@ -83,7 +83,7 @@ class GraphFacts:
                 f"the model has {len(names)} outputs {names}; lrpgraph needs exactly one "
                 "(the class scores). Pass --output-name NAME to choose one."
             )
-        graph.toposort()
+        toposort(graph)
         head = graph.outputs[0]
         # A model that ends in Softmax (Caffe2, TensorFlow) already gives the probability
         # that relevance starts from; the pass starts below it, never with a second softmax.
@@ -218,14 +218,17 @@ class GraphFacts:
 
 
 def import_graph(model) -> gs.Graph:
-    """The model as a graphsurgeon graph in topological order; a cycle is one clear error."""
-    graph = gs.import_onnx(model)
+    """The model as a graphsurgeon graph (ordered by :func:`toposort` where it is read)."""
+    return gs.import_onnx(model)
+
+
+def toposort(graph: gs.Graph) -> None:
+    """Order the graph's nodes; a cycle is one clear error."""
     try:
         graph.toposort()
     except Exception as exc:
         raise LrpGraphError(f"the graph cannot be ordered ({exc}); an ONNX graph must be acyclic "
                             "with unique tensor names: re-export the model") from None
-    return graph
 
 
 def probability_head(head: gs.Tensor) -> bool:

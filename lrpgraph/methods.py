@@ -36,6 +36,7 @@ from . import scorecam
 from .config import Config
 from .emit import emit_relevance
 from .errors import LrpGraphError
+from .match import toposort
 from .rules import composites
 
 
@@ -186,7 +187,7 @@ def integration_path(graph: gs.Graph, steps: int):
     ]
     image.shape = ["N_path"] + list(image.shape[1:])
     graph.inputs = [fed]
-    graph.toposort()
+    toposort(graph)
     return image
 
 
