@@ -28,7 +28,7 @@ import onnx
 from .config import Preprocess
 from .errors import LrpGraphError
 from .heatmaps import Style, contact_sheet, heat_quantize, require_pictures
-from .preprocess import MAX_PIXELS, ImageError, prepare
+from .preprocess import MAX_PIXELS, ImageError, find_images, prepare
 from .results import Result, compact_results, holding, pending_images, run_settings
 from .session import open_model, probabilities
 
@@ -241,8 +241,9 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
     docs/BENCHMARKS.md) overlap the explainer instead of adding to it."""
     require_pictures("explaining into a folder")
     style = style or explainer.style()
+    found = find_images(paths, skip=output)  # nothing found: an error before the folder is made
     with holding(output):
-        items, summary = pending_images(paths, output, overwrite, explainer.settings(target, hq, style))
+        items, summary = pending_images(found, output, overwrite, explainer.settings(target, hq, style))
         rows = [] if sheet else None
         _run(explainer, items, output, target, hq, batch_size, style, summary, _progress(len(items), progress), rows)
         if overwrite:

@@ -167,6 +167,7 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
     """The ``lrpgraph explain --ray`` command: returns a RunSummary like the local one, and
     claims the output folder for the same settings."""
     from .explain import Explainer
+    from .preprocess import find_images
     from .results import holding, pending_images
 
     local = Explainer(model, provider="cpu", preprocess=preprocess)
@@ -175,8 +176,9 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
     del local
     ray = _connect(address)
     output = os.path.abspath(output)
+    found = find_images(paths, skip=output)
     with holding(output):
-        items, summary = pending_images(paths, output, overwrite, settings)
+        items, summary = pending_images(found, output, overwrite, settings)
         if items:
             _explain_on_ray(ray, items, summary, model, output, target, hq, batch_size, overwrite,
                             provider, workers, style, preprocess)

@@ -19,7 +19,6 @@ import numpy as np
 from .atomic import atomic_path, sweep_temp_files
 from .errors import LrpGraphError
 from .heatmaps import Style, colourise, overlay, save_npy, save_png, save_with_colorbar
-from .preprocess import find_images
 
 RESULTS = "results.jsonl"
 # What the outputs in a folder were made with: a rerun with other settings must not take
@@ -201,11 +200,10 @@ def run_settings(identity: str, preprocess, target, hq: bool, style) -> dict:
     return json.loads(json.dumps(settings))
 
 
-def pending_images(paths, output, overwrite, settings=None):
-    """The images under ``paths`` still to explain into ``output``, and a summary that
-    counts those already done (all of them are redone with ``overwrite``). With
-    ``settings`` the folder is claimed for them first (:func:`claim_folder`)."""
-    items = find_images(paths, skip=output)
+def pending_images(items, output, overwrite, settings=None):
+    """Of ``items`` (find_images' answer), the images still to explain into ``output``, and
+    a summary that counts those already done (all of them are redone with ``overwrite``).
+    With ``settings`` the folder is claimed for them first (:func:`claim_folder`)."""
     os.makedirs(output, exist_ok=True)
     if settings is not None:
         claim_folder(output, settings, overwrite)

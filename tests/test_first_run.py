@@ -124,6 +124,7 @@ def test_an_empty_folder_is_an_error(effnet, tmp_path):
     (tmp_path / "empty").mkdir()
     done = lrpgraph("explain", effnet[1], tmp_path / "empty", "-o", tmp_path / "out", "--provider", "cpu")
     assert done.returncode != 0 and "no images found under" in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_eval_given_an_explainer_asks_for_the_classifier(effnet, photos, tmp_path):
