@@ -54,7 +54,7 @@ def cmd_build(args):
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
                      full_relevance=args.full_relevance, conservation=args.conservation,
-                     dtype=args.dtype, ig_steps=args.ig_steps,
+                     dtype=args.dtype, ig_steps=args.ig_steps, ig_method=args.ig_method,
                      target_input=args.target_input)
     pre = None  # the model's own input size, ImageNet's mean and std
     if any(v is not None for v in (args.size, args.resize, args.mean, args.std)):
@@ -200,7 +200,9 @@ def _build_parser(sub):
     b.add_argument("--method", choices=list(METHOD_NAMES), default="lrp", metavar="METHOD",
                    help="; ".join(f"{name}: {text}" for name, (_, _, text) in METHOD_NAMES.items())
                    + " (default: lrp)")
-    b.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
+    b.add_argument("--ig-steps", type=int, help="Integrated Gradients path points (default 32; ig-paper: 50)")
+    b.add_argument("--ig-method", choices=["riemann-right", "gausslegendre"],
+                   help="Integrated Gradients' integral (default riemann-right; ig-paper: gausslegendre)")
     b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16: forward and relevance pass in half precision (GPUs)")
     b.add_argument("--no-target-input", dest="target_input", action="store_false",
@@ -277,7 +279,7 @@ def _eval_parser(sub):
     v.add_argument("--ablation", action="store_true", help="the paper's variants (i)-(iv) (Table 2)")
     v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
     v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
-    v.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients path points")
+    v.add_argument("--ig-steps", type=int, help="Integrated Gradients path points (default: the method's)")
     v.add_argument("--per-class", type=int, help="draw K images per class")
     v.add_argument("--seed", type=int, default=42, help="seed of --per-class's draw (default 42, the paper's)")
     v.add_argument("--limit", type=int, help="at most N images")

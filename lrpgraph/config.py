@@ -32,7 +32,9 @@ METHOD_NAMES = {
     "gradient": ("gradient", {}, "|gradient| (saliency)"),
     "gradxinput": ("gradxinput", {}, "Gradient x Input"),
     "guided-bp": ("guided-bp", {}, "Guided Backprop"),
-    "ig": ("ig", {}, "Integrated Gradients (0 baseline, right Riemann sum, --ig-steps)"),
+    "ig": ("ig", {}, "Integrated Gradients (0 baseline, right Riemann sum, 32 steps: --ig-method, --ig-steps)"),
+    "ig-paper": ("ig", {"ig_method": "gausslegendre", "ig_steps": 50},
+                 "Integrated Gradients as the authors ran captum's defaults (Gauss-Legendre, 50 steps)"),
     "gradcam": ("gradcam", {}, "Grad-CAM at the input of the last pooling"),
     "scorecam": ("scorecam", {}, "Score-CAM (masked forward passes in a Scan, chunks of 16)"),
 }
@@ -53,7 +55,8 @@ class Config:
     dtype: str = "float32"  # float32 | float16 (forward and relevance pass in half precision)
     method: str = "lrp"  # lrp (the paper) | a baseline: see METHODS
     epsilon: float = 1e-9  # LRP-epsilon's stabiliser (captum's default)
-    ig_steps: int = 32  # Integrated Gradients: path points (right Riemann sum)
+    ig_steps: int = 32  # Integrated Gradients: path points
+    ig_method: str = "riemann-right"  # riemann-right | gausslegendre (captum's default)
     # False: no optional ``target`` input, so no If node; the predicted class is explained.
     # A graph without control flow is what ORT's CUDA EP needs to capture a CUDA graph.
     target_input: bool = True
@@ -61,7 +64,8 @@ class Config:
     def __post_init__(self):
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
                    "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
-                   "dtype": ("float32", "float16"), "method": METHODS}
+                   "dtype": ("float32", "float16"), "method": METHODS,
+                   "ig_method": ("riemann-right", "gausslegendre")}
         if self.method in METHOD_NAMES and self.method not in METHODS:
             raise ValueError(f"method={self.method!r} names a method with settings "
                              f"{METHOD_NAMES[self.method][1]}: use lrpgraph.preset(method={self.method!r})")

@@ -127,7 +127,7 @@ class Scorer:
     ORT session. One per process (or per Ray actor)."""
 
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
-                 pre: Preprocess | None = None, ig_steps=32, provider="cpu"):
+                 pre: Preprocess | None = None, ig_steps=None, provider="cpu"):
         from .driver import build_explainer
         from .explain import Explainer
         from .load import load_model
@@ -182,7 +182,7 @@ class Scorer:
 
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
-             seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=32,
+             seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=None,
              ray_address=None, workers=None, provider="cpu") -> dict:
     """Score every image, then write per_image.jsonl, table.{md,csv,json} and the curves.
     With ``ray_address`` ("" for a local instance) the images are spread over Ray actors."""

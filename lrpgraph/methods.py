@@ -137,8 +137,9 @@ def _times_input(ctx, grad):
 
 class IntegratedGradients(Gradient):
     """The model runs on the straight path from the baseline (0, as captum's default) to
-    each image, at ``k/steps`` for k = 1..steps (right Riemann sum); the map is the mean
-    gradient along the path times the image."""
+    each image, at the points of ``Config.ig_method``: ``k/steps`` for k = 1..steps (right
+    Riemann sum, weights 1/steps) or the Gauss-Legendre nodes mapped to [0, 1] (captum's
+    default); the map is the weighted sum of the gradients along the path times the image."""
 
     def __init__(self):
         super().__init__("ig")
@@ -147,7 +148,7 @@ class IntegratedGradients(Gradient):
         return config.ig_steps
 
     def prepare(self, graph, config):
-        return integration_path(graph, config.ig_steps)
+        return integration_path(graph, path_points(config)[0])
 
     def scores(self, ctx):
         # The model ran on N x steps path images; its answer for image n is the last point.
@@ -162,20 +163,35 @@ class IntegratedGradients(Gradient):
         e.scope = "lrp/method"
         shape = [-1, ctx.config.ig_steps] + [int(d) for d in image.shape[1:]]
         per_path = e.op("Reshape", [signal, np.array(shape, np.int64)], hint="grads")
-        mean = e.reduce("ReduceMean", per_path, [1], keepdims=False, hint="mean_grad")
+        if ctx.config.ig_method == "riemann-right":  # equal weights: the mean
+            mean = e.reduce("ReduceMean", per_path, [1], keepdims=False, hint="mean_grad")
+        else:
+            weights = path_points(ctx.config)[1].reshape([1, -1] + [1] * (len(shape) - 2))
+            weighted = e.op("Mul", [per_path, weights.astype(e.dtype)], hint="weighted_grads")
+            mean = e.reduce("ReduceSum", weighted, [1], keepdims=False, hint="mean_grad")
         out.relevance = e.op("Mul", [mean, image], hint="ig")
         return out
 
 
-def integration_path(graph: gs.Graph, steps: int):
-    """The old image tensor becomes the N*steps batch of path images; a new ``input``
-    feeds it. Returns the path tensor (where the backward pass stops)."""
+def path_points(config) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, weights) of the path integral, as captum's approximation methods define them."""
+    n = config.ig_steps
+    if config.ig_method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return (0.5 * (nodes + 1)).astype(np.float32), (0.5 * weights).astype(np.float32)
+    return np.arange(1, n + 1, dtype=np.float32) / n, np.full(n, 1.0 / n, np.float32)
+
+
+def integration_path(graph: gs.Graph, alphas: np.ndarray):
+    """The old image tensor becomes the N*steps batch of path images ``alpha * input``; a
+    new ``input`` feeds it. Returns the path tensor (where the backward pass stops)."""
     image = graph.inputs[0]
     if image.shape is None or len(image.shape) < 2:
         raise LrpGraphError("Integrated Gradients needs an input of known rank")
     fed = gs.Variable(image.name, dtype=image.dtype, shape=image.shape)
     image.name = "lrp/ig/path_images"
-    alphas = (np.arange(1, steps + 1, dtype=np.float32) / steps).reshape([1, steps] + [1] * (len(image.shape) - 1))
+    steps = len(alphas)
+    alphas = alphas.reshape([1, steps] + [1] * (len(image.shape) - 1))
     expanded, scaled = gs.Variable("lrp/ig/expanded"), gs.Variable("lrp/ig/scaled")
     path_shape = np.array([-1] + [d if isinstance(d, int) else -1 for d in image.shape[1:]], np.int64)
     graph.nodes += [

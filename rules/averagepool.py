@@ -18,6 +18,15 @@ from .conv import adjoint, transpose_attrs
 from .linear import EpsilonParam, epsilon_ratio
 
 
+def _is_identity(node) -> bool:
+    """A 1x1 window with stride 1 and no pads (AdaptiveAvgPool2d(7) on a 7x7 map, as
+    torchvision's VGG exports it) averages nothing: relevance passes in every family."""
+    kernel = node.attrs.get("kernel_shape", [])
+    return (node.op == "AveragePool" and kernel and all(k == 1 for k in kernel)
+            and all(s == 1 for s in node.attrs.get("strides", [1] * len(kernel)))
+            and not any(node.attrs.get("pads", [])) and not node.attrs.get("ceil_mode", 0))
+
+
 def _covers_whole_map(node, facts):
     spatial = facts.static_shape(node.inputs[0], "the input", node)[1:]
     pads = node.attrs.get("pads", [0] * (2 * len(spatial)))
@@ -31,6 +40,8 @@ class AveragePoolZ(SignKeeping, Rule):
     eps = 1e-5
 
     def check(self, node, facts):
+        if _is_identity(node):
+            return None
         try:
             shape = facts.static_shape(node.inputs[0], "the input", node)
         except Exception as exc:
@@ -46,9 +57,11 @@ class AveragePoolZ(SignKeeping, Rule):
         return None
 
     def describe(self, node, facts):
-        return "z"
+        return "pass (1x1 window)" if _is_identity(node) else "z"
 
     def emit(self, node, relevance, e, facts):
+        if _is_identity(node):
+            return {0: relevance}
         a = node.inputs[0]
         shape = facts.static_shape(a, "the input", node)
         if node.op == "GlobalAveragePool" or _covers_whole_map(node, facts):
@@ -84,12 +97,13 @@ class GlobalPoolEpsilon(EpsilonParam, AveragePoolZ):
 
     def check(self, node, facts):
         reason = super().check(node, facts)
-        if reason is None and node.op == "AveragePool" and not _covers_whole_map(node, facts):
+        if reason is None and node.op == "AveragePool" and not _is_identity(node) \
+                and not _covers_whole_map(node, facts):
             return "a sliding AveragePool has only the LRP rule here"
         return reason
 
     def describe(self, node, facts):
-        return "epsilon"
+        return "pass (1x1 window)" if _is_identity(node) else "epsilon"
 
     def mean_rule(self, e, a, mean, signal, n):
         """LRP-epsilon: ``a * (R / (mean + eps*sign(mean))) / n``."""
@@ -101,7 +115,7 @@ class GlobalPoolGradient(GlobalPoolEpsilon):
     params = ()
 
     def describe(self, node, facts):
-        return "gradient"
+        return "pass (1x1 window)" if _is_identity(node) else "gradient"
 
     def mean_rule(self, e, a, mean, signal, n):
         """The gradient of a mean: ``G / n`` everywhere in the window."""

@@ -47,28 +47,45 @@ def test_gradient_family_matches_captum(resnets, oracle_model, method):
     assert rel_err(out["relevance_map"], ref.sum(1)) <= TOL
 
 
+def _captum_ig(oracle_model, x, target, method):
+    """captum's IG with 8 steps in float64 (the oracle) and in float32 (its own noise)."""
+    from captum.attr import IntegratedGradients
+
+    def captum(model, inputs):
+        return IntegratedGradients(model).attribute(inputs, target=target, n_steps=8,
+                                                    method=method).detach().numpy()
+
+    return (captum(copy.deepcopy(oracle_model).double(), torch.from_numpy(x).double()),
+            captum(oracle_model, torch.from_numpy(x)))
+
+
+def _assert_as_close_as_captum(ours, exact, single):
+    assert rel_err(ours, exact) <= max(2 * rel_err(single, exact), TOL)
+    assert (np.abs(ours - exact) <= TOL * np.abs(exact).max()).mean() >= 0.995
+
+
 def test_integrated_gradients_matches_captum_with_the_same_steps(resnets, oracle_model):
     """Along the path, activations cross ReLU and MaxPool decisions within float32 noise of
     0: captum's own float32 answer is 1.7e-3 (max |diff| / max) from its float64 answer on
     this model. So the oracle runs in float64, and we must be as close to it as captum's
     float32 is, with all but a few elements within 1e-4."""
-    from captum.attr import IntegratedGradients
-
     x = image_batch(2, seed=41)
     out = explain(resnets, "ig", x, ig_steps=8)
-    target = torch.from_numpy(out["target_used"])
-
-    def captum(model, inputs):
-        return IntegratedGradients(model).attribute(inputs, target=target, n_steps=8,
-                                                    method="riemann_right").detach().numpy()
-
-    exact = captum(copy.deepcopy(oracle_model).double(), torch.from_numpy(x).double())
-    single = captum(oracle_model, torch.from_numpy(x))
-    ours = out["relevance"]
-    assert rel_err(ours, exact) <= max(2 * rel_err(single, exact), TOL)
-    assert (np.abs(ours - exact) <= TOL * np.abs(exact).max()).mean() >= 0.995
+    exact, single = _captum_ig(oracle_model, x, torch.from_numpy(out["target_used"]), "riemann_right")
+    _assert_as_close_as_captum(out["relevance"], exact, single)
     with torch.no_grad():
         np.testing.assert_allclose(out["logits"], oracle_model(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_integrated_gradients_gauss_legendre_as_the_paper_ran_captum(resnets, oracle_model):
+    """captum's defaults (what the authors' code calls): Gauss-Legendre; 8 steps here, the
+    same criterion as the Riemann test above."""
+    x = image_batch(2, seed=45)
+    out = explain(resnets, "ig", x, ig_steps=8, ig_method="gausslegendre")
+    exact, single = _captum_ig(oracle_model, x, torch.from_numpy(out["target_used"]), "gausslegendre")
+    _assert_as_close_as_captum(out["relevance"], exact, single)
+    riemann = explain(resnets, "ig", x, ig_steps=8)["relevance"]
+    assert rel_err(riemann, exact) > 10 * rel_err(out["relevance"], exact)  # another integral, measurably
 
 
 def test_gradcam_matches_reference(resnets, oracle_model):

@@ -81,3 +81,16 @@ def test_sliding_average_pool_z_rule():
     window_sum = F.avg_pool2d(a, 3, 2, 1, count_include_pad=True) * 9
     (c,) = torch.autograd.grad(window_sum, a, r / (window_sum.detach() + 9 * EPS))
     assert_close(out["relevance"], (a * c).detach().numpy())
+
+
+@pytest.mark.parametrize("method", ["lrp", "lrp-epsilon", "gradient"])
+def test_a_1x1_average_pool_is_the_identity_in_every_family(method):
+    """AdaptiveAvgPool2d(7) on a 7x7 map exports as a 1x1 AveragePool (torchvision's VGG)."""
+    m, fw = model("h = AveragePool <kernel_shape = [1, 1]> (x)", (3, 4, 4), (3, 4, 4), {})
+    x = np.random.default_rng(5).random((2, 3, 4, 4)).astype(np.float32)
+    out, report = explain(m, x, method=method)
+    assert [r for _, op, r in report.rules if op == "AveragePool"] == ["pass (1x1 window)"]
+    without, _ = explain(model("h = Identity (x)", (3, 4, 4), (3, 4, 4), {})[0], x, method=method)
+    np.testing.assert_allclose(out["relevance"], without["relevance"], rtol=1e-6, atol=1e-12)
+    if method == "lrp":
+        assert_close(out["relevance"], head_relevance(x, fw))
