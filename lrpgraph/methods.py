@@ -248,9 +248,9 @@ class ScoreCAM(Gradient):
     def attribute(self, ctx):
         layer = cam_layer(ctx.matches)
         chunks, all_logits, channels = scorecam.emit_masks(ctx.e, ctx.facts, layer)
-        self_scan = (ctx.facts.image.name, chunks.name, all_logits.name)
         cam = scorecam.weights_and_cam(ctx.e, ctx.facts, layer, all_logits, channels, ctx.start.chosen)
-        ctx.prepared = self_scan
+        # what finalise needs to put the Scan in place of the placeholder, after export
+        ctx.prepared = (ctx.facts.image.name, chunks.name, all_logits.name)
         return Attribution(cam=scorecam.cam_to_image(ctx.e, ctx.facts, cam))
 
     def finalise(self, model, forward, ctx):

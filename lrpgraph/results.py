@@ -196,7 +196,8 @@ def run_settings(identity: str, preprocess, target, hq: bool, style) -> dict:
     """What a folder's outputs depend on, as JSON values (so a record read back compares
     equal): the explainer's bytes, the preprocessing, the target, HQ and the pictures."""
     settings = {"explainer_sha256": identity, "preprocess": json.loads(preprocess.to_json()),
-                "target": None if target is None else int(target), "hq": bool(hq), "pictures": style.to_dict()}
+                "target": None if target is None else np.asarray(target).tolist(), "hq": bool(hq),
+                "pictures": style.to_dict()}
     return json.loads(json.dumps(settings))
 
 
