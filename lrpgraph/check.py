@@ -103,7 +103,8 @@ def print_report(report: CheckReport, file=None) -> None:
         note = f"expected: {l.expected_loss}" if l.expected_loss and l.error > report.tolerance else \
             ("ABOVE TOLERANCE" if l.error > report.tolerance else "")
         if l.r_in < l.r_out and l.error > report.tolerance:
-            note += f" (absorbed {l.r_out - l.r_in:.3g}: zero denominators)"
+            why = "" if l.expected_loss else ": zero denominators"
+            note += f" (absorbed {l.r_out - l.r_in:.3g}{why})"
         print(f"{l.node:<{width}}  {l.op:<18} {l.r_out:12.5g} {l.r_in:12.5g} {l.error:9.2e}  {note}", file=file)
     start, total = report.start.astype(np.float64), report.total.astype(np.float64)
     e2e = np.abs(total - start) / np.maximum(np.abs(start), 1e-30)
