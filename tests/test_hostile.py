@@ -16,7 +16,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from lrpgraph import LrpGraphError, UnsupportedOpsError, preset
+from lrpgraph import LrpGraphError, UnsupportedOpsError
 from lrpgraph.driver import build_explainer
 
 
