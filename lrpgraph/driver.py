@@ -27,7 +27,7 @@ from .emit import Emitter
 from .errors import LrpGraphError
 from .float16 import half_start, to_float16
 from .load import canonicalise, default_opset, load_model
-from .match import GraphFacts, assign_rules, import_graph, layout
+from .match import GraphFacts, assign_rules, layout
 from .methods import Pass
 from .methods import method as get_method
 from .outputs import assemble
@@ -69,7 +69,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     if half and not method.half_precision:
         raise LrpGraphError(f"{method.name} has no float16 explainer; build it in float32")
     source, forward, ops_before = _forward_model(model, half)
-    graph = import_graph(forward)
+    graph = gs.import_onnx(forward)
     prepared = method.prepare(graph, config)
     facts = GraphFacts.read(graph, output_name)
     source_output = facts.head.name  # outputs.py renames the head
@@ -174,7 +174,7 @@ def inspect(model, config: Config = Config(), output_name=None):
     """What ``build`` would match, without emitting: (rules [(node, op, rule)], skip-merge
     kinds {kind: count}, unsupported [(node, op, reason)], layout)."""
     model = canonicalise(load_model(model) if not isinstance(model, onnx.ModelProto) else model)
-    facts = GraphFacts.read(import_graph(model), output_name)
+    facts = GraphFacts.read(gs.import_onnx(model), output_name)
     problems = []
     matches = assign_rules(facts, get_method(config.method).composite(config), problems=problems)
     kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)

@@ -47,13 +47,16 @@ class Explainer:
                  threads: int | None = None, cpu_layout: bool = True):
         if not isinstance(model, onnx.ModelProto) and not os.path.isfile(model):
             raise LrpGraphError(f"{model}: no such explainer model (build one with lrpgraph build)")
+        if isinstance(model, onnx.ModelProto):
+            model = model.SerializeToString()  # once, for the session and the digest
         self.session = open_model(model, provider, threads, cpu_layout)
-        self.identity = _sha256(model)
+        # a file is hashed when a run first asks (explain_paths); bytes are at hand now
+        self._source, self._digest = (None, _sha256(model)) if isinstance(model, bytes) else (model, None)
         self.max_pixels = MAX_PIXELS  # larger images are refused (decompression bombs)
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if "lrpgraph.config" not in meta:
-            where = "the model" if isinstance(model, onnx.ModelProto) else model
+            where = "the model" if isinstance(model, bytes) else model
             raise LrpGraphError(f"{where}: not an lrpgraph explainer (no lrpgraph metadata); "
                                 "build one with: lrpgraph build MODEL.onnx")
         self.config = json.loads(meta["lrpgraph.config"])
@@ -164,6 +167,13 @@ class Explainer:
             sources=sources, method=self.config.get("method"), region=self.preprocess.region(),
         )
 
+    @property
+    def identity(self) -> str:
+        """The SHA-256 of the explainer's bytes: which explainer made a folder's maps."""
+        if self._digest is None:
+            self._digest = _sha256(self._source)
+        return self._digest
+
     def settings(self, target=None, hq=False, style=None) -> dict:
         """What outputs made by this explainer with these options depend on (results.py)."""
         return run_settings(self.identity, self.preprocess, target, hq, style or self.style())
@@ -174,9 +184,10 @@ class Explainer:
 
 
 def _sha256(model) -> str:
+    """Of serialized bytes, or of a file read in blocks."""
     digest = hashlib.sha256()
-    if isinstance(model, onnx.ModelProto):
-        digest.update(model.SerializeToString())
+    if isinstance(model, bytes):
+        digest.update(model)
         return digest.hexdigest()
     with open(model, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -217,11 +217,6 @@ class GraphFacts:
         return self.merges[node.name]
 
 
-def import_graph(model) -> gs.Graph:
-    """The model as a graphsurgeon graph (ordered by :func:`toposort` where it is read)."""
-    return gs.import_onnx(model)
-
-
 def toposort(graph: gs.Graph) -> None:
     """Order the graph's nodes; a cycle is one clear error."""
     try:
@@ -243,7 +238,7 @@ def probability_head(head: gs.Tensor) -> bool:
 
 def ends_in_probabilities(model) -> bool:
     """Whether an ONNX model's one output is a softmax over its classes."""
-    graph = import_graph(model)
+    graph = gs.import_onnx(model)
     return len(graph.outputs) == 1 and probability_head(graph.outputs[0])
 
 

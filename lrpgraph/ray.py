@@ -170,7 +170,8 @@ def explain_paths_ray(model, paths, output, address=None, target=None, hq=False,
     from .preprocess import find_images
     from .results import holding, pending_images
 
-    local = Explainer(model, provider="cpu", preprocess=preprocess)
+    # the driver only reads the explainer's metadata and digest: no layout pass for it
+    local = Explainer(model, provider="cpu", preprocess=preprocess, cpu_layout=False)
     style = style or local.style()
     settings = local.settings(target, hq, style)
     del local

@@ -16,9 +16,8 @@ from . import pad
 from . import concat
 from .base import Rule
 
-MODULES = tuple(m for m in (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough,
-                            reducemean, reshape, transpose, pad, concat))
-FAMILIES = ("lrp", "epsilon", "gradient")
+MODULES = (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean, reshape,
+           transpose, pad, concat)
 
 
 def family(name: str) -> dict[str, Rule]:

@@ -38,6 +38,7 @@ class AveragePoolZ(SignKeeping, Rule):
     role = "pool"
     params = ("eps",)
     eps = 1e-5
+    note = "z"  # what inspect says of a pool that averages (a 1x1 window passes)
 
     def check(self, node, facts):
         if _is_identity(node):
@@ -57,7 +58,7 @@ class AveragePoolZ(SignKeeping, Rule):
         return None
 
     def describe(self, node, facts):
-        return "pass (1x1 window)" if _is_identity(node) else "z"
+        return "pass (1x1 window)" if _is_identity(node) else self.note
 
     def emit(self, node, relevance, e, facts):
         if _is_identity(node):
@@ -94,6 +95,7 @@ class _ConvView:
 
 
 class GlobalPoolEpsilon(EpsilonParam, AveragePoolZ):
+    note = "epsilon"
 
     def check(self, node, facts):
         reason = super().check(node, facts)
@@ -101,9 +103,6 @@ class GlobalPoolEpsilon(EpsilonParam, AveragePoolZ):
                 and not _covers_whole_map(node, facts):
             return "a sliding AveragePool has only the LRP rule here"
         return reason
-
-    def describe(self, node, facts):
-        return "pass (1x1 window)" if _is_identity(node) else "epsilon"
 
     def mean_rule(self, e, a, mean, signal, n):
         """LRP-epsilon: ``a * (R / (mean + eps*sign(mean))) / n``."""
@@ -113,9 +112,7 @@ class GlobalPoolEpsilon(EpsilonParam, AveragePoolZ):
 class GlobalPoolGradient(GlobalPoolEpsilon):
     families = ("gradient",)
     params = ()
-
-    def describe(self, node, facts):
-        return "pass (1x1 window)" if _is_identity(node) else "gradient"
+    note = "gradient"
 
     def mean_rule(self, e, a, mean, signal, n):
         """The gradient of a mean: ``G / n`` everywhere in the window."""

@@ -82,9 +82,6 @@ class Rule:
             setattr(rule, key, value)
         return rule
 
-    def describe_params(self) -> str:
-        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self.params)
-
     def check(self, node, facts) -> str | None:
         return None
 

@@ -12,7 +12,7 @@ the composite names itself:
 - ``epsilon``: LRP-epsilon everywhere, captum-style (``epsilon``: captum's 1e-9);
 - ``gradient``: the backward pass (``guided``: Guided Backprop's ReLU).
 
-A new composite is one function here and one entry in ``COMPOSITES``.
+A new composite is one function here, which the method that uses it calls (methods.py).
 """
 
 from __future__ import annotations
@@ -64,5 +64,3 @@ def epsilon(epsilon: float = 1e-9) -> Composite:
 def gradient(guided: bool = False) -> Composite:
     return _frozen("guided-gradient" if guided else "gradient", _configured("gradient", guided=guided))
 
-
-COMPOSITES = {"paper": paper, "epsilon": epsilon, "gradient": gradient}

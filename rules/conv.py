@@ -154,17 +154,17 @@ class ConvZPlus(LinearZPlus):
 
     def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
-        fwd = _forward_attrs(node, facts)
+        fwd = _forward_attrs(node, transpose_attrs(node, facts, list(w.shape)))
         return {0: zplus(e, relevance, a, w,
                          lambda x, wt, eps: e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))],
                                                  fwd, hint="z_eps"),
                          self.backward(e, node, facts), facts.non_negative(a), self.eps)}
 
 
-def _forward_attrs(node, facts):
-    """The forward conv's attributes with explicit pads in place of auto_pad."""
+def _forward_attrs(node, tattrs):
+    """The forward conv's attributes with explicit pads (``tattrs``' own) in place of auto_pad."""
     fwd = {k: v for k, v in node.attrs.items() if k != "auto_pad"}
-    fwd["pads"] = transpose_attrs(node, facts, list(node.inputs[1].shape))["pads"]
+    fwd["pads"] = tattrs["pads"]
     return fwd
 
 
@@ -184,7 +184,7 @@ class ConvOnes(ConvZPlus):
         # so the file does not hold an image-sized constant (805 MB for an 8192x8192 input).
         shape = np.array((1,) + facts.static_shape(a, "the input", node), np.int64)
         ones = e.op("ConstantOfShape", [shape], {"value": e.const(np.ones(1, e.dtype), "one")}, hint="ones")
-        z = e.op("Conv", [ones, w_plus], _forward_attrs(node, facts), hint="z")
+        z = e.op("Conv", [ones, w_plus], _forward_attrs(node, tattrs), hint="z")
         s = e.stabilised_ratio(relevance, z, self.eps)
         if a is facts.image and e.map_only and tattrs["group"] == 1:
             # Only the channel sum of R_in reaches the heatmap, and with a = ones it is the
