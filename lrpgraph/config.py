@@ -60,6 +60,9 @@ class Config:
     # False: no optional ``target`` input, so no If node; the predicted class is explained.
     # A graph without control flow is what ORT's CUDA EP needs to capture a CUDA graph.
     target_input: bool = True
+    # K: explain K classes per image in one call (input ``targets`` int64[N, K], outputs
+    # ``relevance_maps`` N x K x H x W, ``targets_used`` N x K); None: one class per image.
+    targets: int | None = None
 
     def __post_init__(self):
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
@@ -76,6 +79,8 @@ class Config:
             raise ValueError(f"eps={self.eps}: must be >= 0")
         if self.ig_steps < 1:
             raise ValueError(f"ig_steps={self.ig_steps}: needs at least 1 step")
+        if self.targets is not None and not (isinstance(self.targets, int) and self.targets >= 1):
+            raise ValueError(f"targets={self.targets!r}: the number of classes per image, at least 1")
         if self.hq_levels is not None and self.hq_levels < 2:
             raise ValueError(f"hq_levels={self.hq_levels}: needs at least 2 levels")
 

@@ -87,7 +87,8 @@ def block_size() -> int:
 
 def _shapes(model: onnx.ModelProto) -> dict:
     """Float tensors' shapes by name (dims as ints or symbol names; None where unknown)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    # data_prop: the several-target explainer's row views take their shapes from Shape ops
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes = {}
     g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -128,49 +129,108 @@ def _blocked_subgraph(graph) -> bool:
                for m in graph.node for g in _subgraphs(m))
 
 
+class _Layout:
+    """Which tensors of ORT's optimized graph may be read in the blocked layout.
+
+    A blocked tensor keeps each row's C x H x W contiguous, in one order for every tensor of
+    that C x H x W: an elementwise op whose operands broadcast only over the leading axes
+    is exact in the blocked layout as in the plain one, and so is a Reshape of the leading
+    axes alone. That covers the stacked rows of a several-target explainer (emit.py):
+    K*N rows viewed as K x N, an N-row operand broadcast over the K."""
+
+    def __init__(self, graph, shapes, block):
+        self.shapes, self.block = shapes, block
+        self.single = _one_element(graph)
+        self.blocked = {}  # plain tensor name -> its blocked twin
+
+    def full_blocks(self, name):
+        s = self.shapes.get(name)
+        return s is not None and len(s) == 4 and None not in s and isinstance(s[1], int) and s[1] % self.block == 0
+
+    def rows(self, name):
+        """C x H x W of a 4-D or 5-D tensor whose channels are whole blocks, else None."""
+        s = self.shapes.get(name)
+        if s is None or len(s) not in (4, 5) or not all(isinstance(d, int) for d in s[-3:]) or s[-3] % self.block:
+            return None
+        return tuple(s[-3:])
+
+    def aligned(self, n, operands) -> bool:
+        """Operands and output of one C x H x W (whole blocks), differing at most in the
+        leading axes, which broadcast row by row; 5-D ones (K x N x ...) already blocked."""
+        names = operands + [n.output[0]]
+        rests = {self.rows(i) for i in names}
+        return None not in rests and len(rests) == 1 and all(
+            i in self.blocked for i in operands if len(self.shapes[i]) == 5)
+
+    def movable(self, n) -> bool:
+        operands = [i for i in n.input if i not in self.single]
+        return (n.domain in ("", "ai.onnx") and n.op_type in ELEMENTWISE and bool(operands)
+                and any(i in self.blocked for i in operands)
+                and self.aligned(n, operands))
+
+    def row_reshape(self, n) -> bool:
+        """A Reshape of a blocked tensor that keeps C x H x W: it only splits or merges the
+        rows, each of which the blocked layout keeps contiguous."""
+        if n.op_type != "Reshape" or n.domain not in ("", "ai.onnx"):
+            return False
+        if n.input[0] not in self.blocked and not self.full_blocks(n.input[0]):
+            return False  # a plain 4-D input is reordered in; a 5-D one cannot be
+        rest = self.rows(n.input[0])
+        return rest is not None and self.rows(n.output[0]) == rest
+
+    def read_shape_of_twin(self, n) -> None:
+        """A Shape of a tensor with a blocked twin reads the twin: whole blocks, same shape."""
+        if n.op_type == "Shape" and n.domain in ("", "ai.onnx") and n.input[0] in self.blocked \
+                and self.rows(n.input[0]) is not None:
+            n.input[0] = self.blocked[n.input[0]]
+
+
 def move_elementwise(opt: onnx.ModelProto, shapes: dict, block: int) -> int:
     """Rewrite ORT's optimized graph ``opt`` in place: elementwise ops whose operands are
-    all blocked tensors of one shape (or single elements) read and write the blocked
-    layout. ``shapes``: the plain tensors' shapes (ORT keeps their names). Returns how many
-    ops moved."""
+    all blocked tensors of one shape (or single elements, or the stacked rows of _Layout)
+    read and write the blocked layout. ``shapes``: the plain tensors' shapes (ORT keeps
+    their names). Returns how many ops moved."""
     g = opt.graph
-    single = _one_element(g)
-
-    def full_blocks(name):
-        s = shapes.get(name)
-        return s is not None and len(s) == 4 and None not in s and isinstance(s[1], int) and s[1] % block == 0
-
-    blocked = {}  # plain tensor name -> its blocked twin
+    lay = _Layout(g, shapes, block)
+    blocked = lay.blocked
     for n in g.node:
         if n.domain == NCHWC and n.op_type == "ReorderOutput":
             attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-            if not attrs.get("channels_last", 0) and full_blocks(n.output[0]):
+            if not attrs.get("channels_last", 0) and lay.full_blocks(n.output[0]):
                 blocked[n.output[0]] = n.input[0]
 
     nodes, moved = [], 0
     for n in g.node:
-        operands = [i for i in n.input if i not in single]
-        if (n.domain in ("", "ai.onnx") and n.op_type in ELEMENTWISE and operands
-                and any(i in blocked for i in operands)
-                and all(full_blocks(i) for i in operands)
-                and len({shapes[i] for i in operands} | {shapes.get(n.output[0])}) == 1):
-            for i in operands:
-                if i not in blocked:
-                    blocked[i] = f"{i}/nchwc"
-                    nodes.append(helper.make_node("ReorderInput", [i], [blocked[i]], domain=NCHWC,
-                                                  name=f"{blocked[i]}/ReorderInput"))
-            out = n.output[0]
-            blocked[out] = f"{out}/nchwc"
-            nodes.append(helper.make_node(n.op_type, [blocked.get(i, i) for i in n.input],
-                                          [blocked[out]], name=blocked[out]))
-            # the plain tensor, for readers that stay plain; dropped below if there are none
+        lay.read_shape_of_twin(n)
+        reshape = lay.row_reshape(n)
+        if not (reshape or lay.movable(n)):
+            nodes.append(n)
+            continue
+        for i in n.input if not reshape else n.input[:1]:
+            if i not in blocked and i not in lay.single:
+                blocked[i] = f"{i}/nchwc"
+                nodes.append(helper.make_node("ReorderInput", [i], [blocked[i]], domain=NCHWC,
+                                              name=f"{blocked[i]}/ReorderInput"))
+        out = n.output[0]
+        blocked[out] = f"{out}/nchwc"
+        nodes.append(helper.make_node(n.op_type, [blocked.get(i, i) for i in n.input],
+                                      [blocked[out]], name=blocked[out]))
+        # the plain tensor, for readers that stay plain; dropped below if there are none
+        if len(shapes[out]) == 4:
             nodes.append(helper.make_node("ReorderOutput", [blocked[out]], [out], domain=NCHWC,
                                           channels=shapes[out][1], name=f"{out}/ReorderOutput"))
-            moved += 1
-        else:
+        else:  # no reorder of 5-D tensors: the plain node stays for plain readers
             nodes.append(n)
+        moved += 1
+    _alias_reorders(nodes, blocked)
+    nodes = _live(nodes, {o.name for o in g.output})
+    del g.node[:]
+    g.node.extend(nodes)
+    return moved
 
-    # ORT's own reorders of a tensor that now has a blocked twin read the twin instead
+
+def _alias_reorders(nodes, blocked) -> None:
+    """ORT's own reorders of a tensor that now has a blocked twin read the twin instead."""
     alias = {}
     for n in nodes:
         if (n.domain == NCHWC and n.op_type == "ReorderInput" and n.input[0] in blocked
@@ -180,12 +240,6 @@ def move_elementwise(opt: onnx.ModelProto, shapes: dict, block: int) -> int:
     for n in nodes:
         for k, i in enumerate(n.input):
             n.input[k] = alias.get(i, i)
-
-    outputs = {o.name for o in g.output}
-    nodes = _live(nodes, outputs)
-    del g.node[:]
-    g.node.extend(nodes)
-    return moved
 
 
 def _live(nodes: list, graph_outputs: set) -> list:

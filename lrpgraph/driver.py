@@ -79,10 +79,11 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
 
     e = Emitter(graph, default_opset(forward), np.float16 if half else np.float32,
                 map_only=not config.full_relevance)
+    e.targets, e.batch = config.targets or 1, (facts.image.shape or ["N"])[0]
     ctx = Pass(e, facts, matches, config, prepared)
     scores = method.scores(ctx)
     kind = "gradient" if method.start == "gradient" else config.start
-    ctx.start = start_relevance(e, facts, kind, scores, method.repeat(config))
+    ctx.start = start_relevance(e, facts, kind, scores, method.repeat(config), config.targets)
     start_sum = per_image = None
     if half:
         ctx.start, start_sum, per_image = half_start(e, ctx.start)
@@ -139,8 +140,10 @@ def _export(graph, outputs, forward, config, start) -> onnx.ModelProto:
     out.ir_version = forward.ir_version
     del out.opset_import[:]
     out.opset_import.extend(forward.opset_import)
-    if config.target_input:
+    if config.target_input and config.targets is None:
         optional_target(out.graph, start.given.name)
+    elif config.target_input:
+        optional_target(out.graph, start.given.name, "targets", ("N", config.targets))
     return out
 
 

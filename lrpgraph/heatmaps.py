@@ -138,14 +138,15 @@ def save_with_colorbar(heat: np.ndarray, style: Style, path: str, title: str = "
 
 
 def contact_sheet(rows, path: str) -> None:
-    """One PNG, a row per image: photo | map | overlay, titled with the class and its
-    probability. ``rows``: (photo, map picture, overlay, title)."""
+    """One PNG, a row per image: its panels side by side (photo | map | overlay, or the
+    photo and an overlay per target), each titled. ``rows``: lists of (picture, label)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 2.6 * len(rows)), dpi=100)
-    for r, (photo, colour, blend, title) in enumerate(rows):
-        for c, (picture, label) in enumerate(((photo, title), (colour, "relevance"), (blend, "overlay"))):
-            ax = fig.add_subplot(len(rows), 3, 3 * r + c + 1)
+    columns = max(len(panels) for panels in rows)
+    fig = Figure(figsize=(2.5 * columns, 2.6 * len(rows)), dpi=100)
+    for r, panels in enumerate(rows):
+        for c, (picture, label) in enumerate(panels):
+            ax = fig.add_subplot(len(rows), columns, columns * r + c + 1)
             ax.imshow(picture)
             ax.set_axis_off()
             ax.set_title(label, fontsize=8)

@@ -2,7 +2,11 @@
 ``relevance_map`` (N x H x W, channel-summed), ``target_used``, and on request
 ``relevance`` (N x C x H x W), ``relevance_map_hq`` (Heat Quantization) and the
 conservation sums ``relsum/...``. Relevance of a float16 pass is cast and scaled back to
-the true start here."""
+the true start here.
+
+With K targets per image (``Config.targets``) the maps are ``relevance_maps`` N x K x H x W
+and ``relevance_maps_hq``, the classes ``targets_used`` N x K, ``relevance`` N x K x C x H x W
+and each ``relsum/...`` N x K: the stacked K*N rows of the pass (emit.py), per image."""
 
 from __future__ import annotations
 
@@ -13,12 +17,24 @@ from .emit import add_all
 
 
 class Outputs:
-    def __init__(self, e, facts, channel_axis: int, per_image=None):
+    def __init__(self, e, facts, channel_axis: int, per_image=None, targets=None):
         self.e, self.facts, self.channel_axis, self.per_image = e, facts, channel_axis, per_image
+        self.targets = targets
         self.tensors = []
         image = facts.image
         self.batch = (image.shape or ["N"])[0]
         self.spatial = [d for i, d in enumerate(image.shape[1:], start=1) if i != channel_axis]
+        self.k = [] if targets is None else [targets]  # the K axis of per-image outputs
+        self.plural = "" if targets is None else "s"
+
+    def per_target(self, t, rank):
+        """A stacked tensor (K*N x ...) as N x K x ...; as it is for one target per image."""
+        if self.targets is None:
+            return t
+        e = self.e
+        if e.targets == 1:
+            return e.op("Unsqueeze", [t, np.array([1], np.int64)], hint="per_image")
+        return e.op("Transpose", [e._view(t)], {"perm": [1, 0] + list(range(2, rank + 1))}, hint="per_image")
 
     def add(self, tensor, name, shape, dtype=np.float32):
         if tensor in self.tensors or tensor is self.facts.image:
@@ -43,7 +59,7 @@ class Outputs:
 def assemble(e, facts, config, start, attribution, channel_axis, scores=None, per_image=None,
              start_sum=None) -> list:
     """Every output tensor of the explainer, named and typed, in order."""
-    out = Outputs(e, facts, channel_axis, per_image)
+    out = Outputs(e, facts, channel_axis, per_image, config.targets)
     e.scope = "lrp/output"
     head = scores if scores is not None else facts.head
     if out.half():
@@ -58,12 +74,14 @@ def assemble(e, facts, config, start, attribution, channel_axis, scores=None, pe
         relevance = out.float32(relevance, len(facts.image.shape))
         alpha = e.op("ReduceSum", [relevance, np.array([channel_axis], dtype=np.int64)],
                      {"keepdims": 0}, hint="map")
-    out.add(alpha, "relevance_map", [out.batch] + out.spatial)
-    out.add(start.chosen, "target_used", [out.batch], np.int64)
+    maps = [out.batch] + out.k + out.spatial
+    out.add(out.per_target(alpha, 3), f"relevance_map{out.plural}", maps)
+    out.add(start.chosen, f"target{out.plural}_used", [out.batch] + out.k, np.int64)
     if config.full_relevance and attribution.cam is None:
-        out.add(relevance, "relevance", list(facts.image.shape))
+        image = list(facts.image.shape)
+        out.add(out.per_target(relevance, len(image)), "relevance", image[:1] + out.k + image[1:])
     if config.hq_levels:
-        out.add(heat_quantize(e, alpha, config.hq_levels), "relevance_map_hq", [out.batch] + out.spatial)
+        out.add(out.per_target(heat_quantize(e, alpha, config.hq_levels), 3), f"relevance_map{out.plural}_hq", maps)
     if attribution.probes is not None:
         _conservation(out, start, attribution.probes, relevance, start_sum)
     return out.tensors
@@ -74,13 +92,17 @@ def _conservation(out, start, probes, relevance, start_sum):
     at the image: what ``lrpgraph check`` reads."""
     e, facts = out.e, out.facts
     e.scope = "lrp/conservation"
-    out.add(start_sum if out.half() else e.per_sample_sum(start.relevance, 2), "relsum/start", [out.batch])
+    shape = [out.batch] + out.k
+
+    def add(total, name):
+        out.add(out.per_target(total, 1), name, shape)
+
+    add(start_sum if out.half() else e.per_sample_sum(start.relevance, 2), "relsum/start")
     for node, r_out, sent in probes:
-        out.add(out.float32(e.per_sample_sum(r_out, len(node.outputs[0].shape)), 1),
-                f"relsum/{node.name}/out", [out.batch])
+        add(out.float32(e.per_sample_sum(r_out, len(node.outputs[0].shape)), 1), f"relsum/{node.name}/out")
         r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
-        out.add(out.float32(add_all(e, r_in), 1), f"relsum/{node.name}/in", [out.batch])
-    out.add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input", [out.batch])
+        add(out.float32(add_all(e, r_in), 1), f"relsum/{node.name}/in")
+    add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input")
 
 
 def heat_quantize(e, alpha, levels: int):

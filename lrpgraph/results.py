@@ -29,8 +29,12 @@ LOCK = ".lrpgraph.lock"
 
 @dataclass
 class Result:
+    """One batch's answers. With several targets per image (an explainer built with
+    ``--targets K``) ``heatmaps`` is N x K x H x W and ``targets``, ``target_probabilities``
+    and ``relevance_sums`` are N x K; each image then has K maps, ``name.k1_285.png`` ..."""
+
     names: list
-    heatmaps: np.ndarray  # N x H x W relevance_map
+    heatmaps: np.ndarray  # N x H x W relevance_map (N x K x H x W)
     classes: np.ndarray  # predicted class per image
     probabilities: np.ndarray  # probability of the predicted class
     targets: np.ndarray  # the class each heatmap explains
@@ -42,19 +46,41 @@ class Result:
     sources: list = field(default_factory=list)
     method: str | None = None  # what made the maps: it picks their default colours
     region: str = ""  # which part of each photo the map covers
+    contrast: bool = False  # each of the K maps minus the mean of the other K-1
 
     def __len__(self):
         return len(self.names)
 
+    @property
+    def multi(self) -> bool:
+        return self.heatmaps.ndim == 4
+
+    def maps(self, i: int) -> list:
+        """(file suffix, map, target, its probability, relevance sum) of each map of image i."""
+        if not self.multi:
+            return [("", self.heat(i), int(self.targets[i]), float(self.target_probabilities[i]),
+                     float(self.relevance_sums[i]))]
+        return [(f".k{k + 1}_{int(t)}", self.heat(i)[k], int(t), float(self.target_probabilities[i][k]),
+                 float(self.relevance_sums[i][k])) for k, t in enumerate(self.targets[i])]
+
+    def _target_record(self, target, probability, total) -> dict:
+        rec = {"target": target, "target_probability": probability, "relevance_sum": total}
+        if self.class_names and 0 <= target < len(self.class_names):
+            rec["target_name"] = self.class_names[target]
+        return rec
+
     def record(self, i: int) -> dict:
         rec = {"name": self.names[i], "file": self.sources[i] if self.sources else None,
-               "class": int(self.classes[i]), "probability": float(self.probabilities[i]),
-               "target": int(self.targets[i]), "target_probability": float(self.target_probabilities[i]),
-               "relevance_sum": float(self.relevance_sums[i]), "region": self.region}
+               "class": int(self.classes[i]), "probability": float(self.probabilities[i]), "region": self.region}
         if self.class_names:
             rec["class_name"] = self.class_names[rec["class"]]
-            if 0 <= rec["target"] < len(self.class_names):
-                rec["target_name"] = self.class_names[rec["target"]]
+        if not self.multi:
+            _, _, target, probability, total = self.maps(i)[0]
+            return {**rec, **self._target_record(target, probability, total)}
+        rec["contrast"] = self.contrast
+        rec["targets"] = [{"rank": k + 1, **self._target_record(target, probability, total),
+                           "map": self.names[i] + suffix + ".npy"}
+                          for k, (suffix, _, target, probability, total) in enumerate(self.maps(i))]
         return rec
 
     def style(self, style: Style | None = None) -> Style:
@@ -79,31 +105,40 @@ class Result:
     def heat(self, i):
         return self.heatmaps_hq[i] if self.heatmaps_hq is not None else self.heatmaps[i]
 
-    def title(self, i) -> str:
-        rec = self.record(i)
-        name = rec.get("target_name", f"class {rec['target']}")
-        return f"{self.names[i]}: {name} ({rec['target_probability']:.2f})"
+    def title(self, target, probability) -> str:
+        if self.class_names and 0 <= target < len(self.class_names):
+            return f"{self.class_names[target]} ({probability:.2f})"
+        return f"class {target} ({probability:.2f})"
 
     def _save_one(self, folder, i, style):
-        heat = self.heat(i)
-        base = os.path.join(folder, self.names[i])
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        save_npy(heat, base + ".npy")
-        colour = colourise(heat, style)
-        if style.colorbar:
-            save_with_colorbar(heat, style, base + ".png", self.title(i))
-        else:
-            save_png(colour, base + ".png")
-        if self.crops:
-            save_png(overlay(self.crops[i], heat, colour, style.alpha), base + "_overlay.png")
+        os.makedirs(os.path.dirname(os.path.join(folder, self.names[i])), exist_ok=True)
+        for suffix, heat, target, probability, _ in self.maps(i):
+            base = os.path.join(folder, self.names[i] + suffix)
+            save_npy(heat, base + ".npy")
+            colour = colourise(heat, style)
+            if style.colorbar:
+                save_with_colorbar(heat, style, base + ".png", f"{self.names[i]}: {self.title(target, probability)}")
+            else:
+                save_png(colour, base + ".png")
+            if self.crops:
+                save_png(overlay(self.crops[i], heat, colour, style.alpha), base + "_overlay.png")
 
     def sheet_rows(self, style: Style | None = None) -> list:
-        """(photo, map picture, overlay, title) per image that has its photo."""
+        """Per image that has its photo, the panels of its contact-sheet row, (picture,
+        label) each: the photo, then map and overlay (or, for K targets, K overlays)."""
         style = self.style(style)
         rows = []
         for i, photo in enumerate(self.crops):
-            colour = colourise(self.heat(i), style)
-            rows.append((photo, colour, overlay(photo, self.heat(i), colour, style.alpha), self.title(i)))
+            panels = [(photo, self.names[i])]
+            for k, (_, heat, target, probability, _) in enumerate(self.maps(i)):
+                colour = colourise(heat, style)
+                blend = overlay(photo, heat, colour, style.alpha)
+                if self.multi:
+                    panels.append((blend, f"{k + 1}: {self.title(target, probability)}"))
+                else:
+                    panels[0] = (photo, f"{self.names[i]}: {self.title(target, probability)}")
+                    panels += [(colour, "relevance"), (blend, "overlay")]
+            rows.append(panels)
         return rows
 
 
@@ -137,8 +172,14 @@ def _records(folder):
 
 
 def done_names(folder) -> set:
-    """Images already explained in ``folder``: a results.jsonl line and all their files."""
-    return {name for name, _ in _records(folder) if os.path.exists(os.path.join(folder, name + ".npy"))}
+    """Images already explained in ``folder``: a results.jsonl line and all their maps."""
+    done = set()
+    for name, line in _records(folder):
+        targets = json.loads(line).get("targets")
+        maps = [t.get("map", "") for t in targets] if isinstance(targets, list) else [name + ".npy"]
+        if all(os.path.exists(os.path.join(folder, m)) for m in maps):
+            done.add(name)
+    return done
 
 
 def compact_results(folder) -> None:

@@ -45,15 +45,22 @@ def emit_masks(e, facts, cam_layer):
 
 
 def weights_and_cam(e, facts, cam_layer, all_logits, channels, target):
+    """``target``: int64[N], or int64[N, K] for K targets, whose K cams come out stacked
+    (K*N rows, emit.py): the masked passes are the same for every target."""
     classes = int(facts.head.shape[1])
+    k = e.targets
     per_image = e.op("Reshape", [all_logits, np.array([-1, channels, classes], np.int64)], hint="per_image")
-    index = e.op("Expand", [e.op("Reshape", [target, np.array([-1, 1, 1], np.int64)]),
+    index = e.op("Expand", [e.op("Reshape", [target, np.array([-1, 1, k], np.int64)]),
                             e.op("Concat", [e.op("Slice", [e.op("Shape", [per_image]), np.array([0], np.int64),
                                                            np.array([2], np.int64)]),
-                                            np.array([1], np.int64)], {"axis": 0})], hint="target_index")
-    scores = e.op("GatherElements", [per_image, index], {"axis": 2}, hint="scores")  # N, K, 1
+                                            np.array([k], np.int64)], {"axis": 0})], hint="target_index")
+    scores = e.op("GatherElements", [per_image, index], {"axis": 2}, hint="scores")  # N, channels, K
     weights = e.op("Softmax", [scores], {"axis": 1}, hint="weights")
-    weights = e.op("Unsqueeze", [weights, np.array([3], np.int64)], hint="weights4")  # N, K, 1, 1
+    if k == 1:
+        weights = e.op("Unsqueeze", [weights, np.array([3], np.int64)], hint="weights4")  # N, channels, 1, 1
+    else:  # K*N, channels, 1, 1: stacked
+        weights = e.op("Transpose", [weights], {"perm": [2, 0, 1]}, hint="weights_k")
+        weights = e.stack(e.op("Reshape", [weights, np.array([-1, channels, 1, 1], np.int64)], hint="weights4"))
     return e.op("Relu", [e.reduce("ReduceSum", e.op("Mul", [weights, cam_layer]), [1], keepdims=True)], hint="cam")
 
 

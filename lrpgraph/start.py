@@ -18,27 +18,26 @@ from .errors import LrpGraphError
 
 @dataclass
 class Start:
-    relevance: object  # N x classes, at facts.logits
-    chosen: object  # int64[N], the class explained (output target_used)
+    relevance: object  # N x classes (K*N x classes for K targets), at facts.logits
+    chosen: object  # int64[N] (int64[N, K] for K targets), the classes explained (target_used)
     given: object  # the placeholder that optional_target turns into the fed target
-    onehot: object  # N x classes
+    onehot: object  # as relevance
 
 
-def start_relevance(e, facts, kind: str, scores=None, repeat=None) -> Start:
+def start_relevance(e, facts, kind: str, scores=None, repeat=None, targets=None) -> Start:
     """``kind``: ``probability``, ``logit`` or ``gradient``. The target is the caller's, or
     the predicted class where none was fed (the ``given`` placeholder becomes that choice
     in optional_target); a negative entry also means "the predicted class". ``scores``
     replace the model's output for that choice (IG: the scores of the image itself);
-    ``repeat`` gives each image that many rows (IG's path points)."""
+    ``repeat`` gives each image that many rows (IG's path points). ``targets`` (K): K
+    classes per image, int64[N, K], a negative entry meaning the k-th most probable class;
+    the start then has K*N rows, target-major, stacked (emit.py)."""
     e.scope = "lrp/start"
     head, logits = facts.head, facts.logits
     classes = class_count(head)
     scores = head if scores is None else scores
-    predicted = e.op("ArgMax", [scores], {"axis": 1, "keepdims": 0}, hint="predicted")
-    given = e.op("Identity", [predicted], hint="given")
-    use_predicted = e.op("Less", [given, np.array(0, dtype=np.int64)], hint="no_target")
-    chosen = e.op("Where", [use_predicted, predicted, given], hint="target")
-    onehot = e.op("OneHot", [chosen, np.array(classes, dtype=np.int64),
+    chosen, given, rows = (_top_k(e, scores, targets) if targets is not None else _top_1(e, scores))
+    onehot = e.op("OneHot", [rows, np.array(classes, dtype=np.int64),
                              np.array([0, 1], dtype=e.dtype)], {"axis": -1}, hint="onehot")
     if repeat:  # one row per path point of each image (IG)
         onehot = e.op("Tile", [e.op("Unsqueeze", [onehot, np.array([1], np.int64)]),
@@ -55,6 +54,25 @@ def start_relevance(e, facts, kind: str, scores=None, repeat=None) -> Start:
     return Start(e.op("Mul", [value, onehot], hint="relevance"), chosen, given, onehot)
 
 
+def _top_1(e, scores):
+    predicted = e.op("ArgMax", [scores], {"axis": 1, "keepdims": 0}, hint="predicted")
+    given = e.op("Identity", [predicted], hint="given")
+    use_predicted = e.op("Less", [given, np.array(0, dtype=np.int64)], hint="no_target")
+    chosen = e.op("Where", [use_predicted, predicted, given], hint="target")
+    return chosen, given, chosen
+
+
+def _top_k(e, scores, k: int):
+    """(targets N x K, the placeholder, the K*N targets of the stacked rows)."""
+    ranked = e.op("TopK", [scores, np.array([k], np.int64)], {"axis": 1}, hint="ranked", outputs=2)[1]
+    given = e.op("Identity", [ranked], hint="given")
+    use_ranked = e.op("Less", [given, np.array(0, dtype=np.int64)], hint="no_target")
+    chosen = e.op("Where", [use_ranked, ranked, given], hint="targets")
+    rows = e.op("Reshape", [e.op("Transpose", [chosen], {"perm": [1, 0]}), np.array([-1], np.int64)],
+                hint="target_rows")
+    return chosen, given, e.stack(rows)
+
+
 def class_count(head) -> int:
     if head.shape is None or len(head.shape) != 2 or not isinstance(head.shape[1], (int, np.integer)):
         raise LrpGraphError(
@@ -64,21 +82,22 @@ def class_count(head) -> int:
     return int(head.shape[1])
 
 
-def optional_target(graph: onnx.GraphProto, given: str) -> None:
-    """Make ``target`` an optional input: the placeholder ``given = Identity(predicted)``
-    becomes the fed int64[N] when there is one, else the predicted class. (An initializer
-    default would do it too, but ORT warns about overridable initializers at every session
-    start.)"""
+def optional_target(graph: onnx.GraphProto, given: str, name: str = "target", shape=("N",)) -> None:
+    """Make ``name`` (``target`` int64[N], or ``targets`` int64[N, K]) an optional input:
+    the placeholder ``given = Identity(predicted)`` becomes the fed tensor when there is
+    one, else the predicted classes. (An initializer default would do it too, but ORT warns
+    about overridable initializers at every session start.)"""
     o = onnx.helper
     position, placeholder = next((i, n) for i, n in enumerate(graph.node) if given in n.output)
     predicted = placeholder.input[0]
-    tensor = o.make_tensor_type_proto(onnx.TensorProto.INT64, ["N"])
-    graph.input.append(o.make_value_info("target", o.make_optional_type_proto(tensor)))
-    fed = o.make_graph([o.make_node("OptionalGetElement", ["target"], ["fed"])], "fed", [],
-                       [o.make_tensor_value_info("fed", onnx.TensorProto.INT64, ["N"])])
+    shape = list(shape)
+    tensor = o.make_tensor_type_proto(onnx.TensorProto.INT64, shape)
+    graph.input.append(o.make_value_info(name, o.make_optional_type_proto(tensor)))
+    fed = o.make_graph([o.make_node("OptionalGetElement", [name], ["fed"])], "fed", [],
+                       [o.make_tensor_value_info("fed", onnx.TensorProto.INT64, shape)])
     default = o.make_graph([o.make_node("Identity", [predicted], ["default"])], "default", [],
-                           [o.make_tensor_value_info("default", onnx.TensorProto.INT64, ["N"])])
-    nodes = [o.make_node("OptionalHasElement", ["target"], ["lrp/start/has_target"],
+                           [o.make_tensor_value_info("default", onnx.TensorProto.INT64, shape)])
+    nodes = [o.make_node("OptionalHasElement", [name], ["lrp/start/has_target"],
                          name="lrp/start/has_target"),
              o.make_node("If", ["lrp/start/has_target"], [given], name="lrp/start/given",
                          then_branch=fed, else_branch=default)]

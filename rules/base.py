@@ -36,10 +36,11 @@ class Relevance:
     wherever whose entries are 0 this relevance is 0 too (a z-rule's ``a * c``). The ratio
     split needs no 0/0 guard for such relevance. Emitter.op takes it where a tensor goes."""
 
-    __slots__ = ("tensor", "zero_where")
+    __slots__ = ("tensor", "zero_where", "factors")
 
-    def __init__(self, tensor, zero_where=None):
-        self.tensor, self.zero_where = tensor, zero_where
+    def __init__(self, tensor, zero_where=None, factors=None):
+        # factors: (a, c) where the tensor is the product a * c (Emitter.ratio reads it)
+        self.tensor, self.zero_where, self.factors = tensor, zero_where, factors
 
 
 class Scaled:

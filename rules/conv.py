@@ -193,7 +193,7 @@ class ConvOnes(ConvZPlus):
             w_sum = e.op("ReduceSum", [w_plus, np.array([1], np.int64)], {"keepdims": 1}, hint="w_plus_sum")
             w_sum.shape = [w.shape[0], 1] + list(w.shape[2:])
             summed = adjoint(e, s, w_sum, tattrs)
-            summed.shape, summed.dtype = [a.shape[0], 1] + list(a.shape[2:]), e.dtype
+            e.annotate(summed, [a.shape[0], 1] + list(a.shape[2:]))
             return {0: summed}
         return {0: adjoint(e, s, w_plus, tattrs)}
 

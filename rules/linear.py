@@ -50,7 +50,7 @@ def zplus(e, relevance, a, w, forward, backward, non_negative: bool, eps: float)
     extra pass: SPEC.md adds eps plainly), ``backward(s, w)`` its transpose."""
     w_plus = e.positive_part(w)
     if non_negative:
-        s = e.op("Div", [relevance, forward(a, w_plus, eps)], hint="s")
+        s = e.ratio(relevance, forward(a, w_plus, eps), hint="s")
         return e.scaled(a, backward(s, w_plus))
     zero = e.scalar(0.0)
     a_pos = e.op("Relu", [a], hint="a_pos")

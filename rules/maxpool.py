@@ -55,7 +55,7 @@ class MaxPoolAvg2x2(SignKeeping, Rule):
         up = e.op("Resize", [s, None, np.array([1, 1, 2, 2], dtype=np.float32)],
                   {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
                    "nearest_mode": "floor"}, hint="up")
-        up.shape, up.dtype = a.shape, e.dtype  # check() made the input exactly twice the output
+        e.annotate(up, a)  # check() made the input exactly twice the output
         return {0: e.scaled(a, up)}
 
 
@@ -74,20 +74,26 @@ class MaxPoolWinner(MaxPoolAvg2x2):
 
 
 def route_to_winners(e, node, signal):
-    """Each output position's ``signal`` added to its window's arg-max input position."""
+    """Each output position's ``signal`` added to its window's arg-max input position.
+    The indices are flat over one forward pass (N*C*H*W); a stacked signal (several
+    targets) is scattered per target, one row of K."""
     a = node.inputs[0]
     if len(node.outputs) < 2:
         node.outputs.append(gs.Variable(f"{node.name}/indices", dtype=np.int64))
-    flat = np.array([-1], dtype=np.int64)
-    idx = e.op("Reshape", [node.outputs[1], flat], hint="idx")
+    rows = e.targets if e.is_stacked(signal) else 1
+    flat = np.array([rows, -1] if rows > 1 else [-1], dtype=np.int64)
+    idx = e.op("Reshape", [node.outputs[1], np.array([1, -1] if rows > 1 else [-1], np.int64)], hint="idx")
     values = e.op("Reshape", [signal, flat], hint="flat")
     half = e.dtype == np.float16
     if half:  # ORT's CPU ScatterElements cannot add in float16
         values = e.op("Cast", [values], {"to": onnx.TensorProto.FLOAT})
     size = e.op("Reshape", [e.op("Size", [a]), np.array([1], dtype=np.int64)], hint="size")
+    if rows > 1:
+        size = e.op("Concat", [np.array([rows], np.int64), size], {"axis": 0}, hint="size_rows")
+        idx = e.op("Expand", [idx, np.array([rows, 1], np.int64)], hint="idx_rows")
     zeros = e.op("Expand", [np.zeros((), np.float32) if half else e.scalar(0.0), size], hint="zeros")
     scattered = e.op("ScatterElements", [zeros, idx, values],
-                     {"axis": 0, "reduction": "add"}, hint="scatter")
+                     {"axis": len(flat) - 1, "reduction": "add"}, hint="scatter")
     if half:
         scattered = e.op("Cast", [scattered], {"to": onnx.TensorProto.FLOAT16})
     return e.op("Reshape", [scattered, e.op("Shape", [a])], hint="routed")
