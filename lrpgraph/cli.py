@@ -17,6 +17,12 @@ def _floats(text):
     return tuple(float(x) for x in text.split(","))
 
 
+def _classes(text):
+    """One class (``281``) or a comma list (``281,282,285``) for K classes per image."""
+    values = [int(x) for x in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
 def _add_rule_flags(p):
     p.add_argument("--preset", default="paper", choices=["paper"],
                    help="rule preset: paper, the authors' code (default)")
@@ -55,7 +61,7 @@ def cmd_build(args):
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
                      full_relevance=args.full_relevance, conservation=args.conservation,
                      dtype=args.dtype, ig_steps=args.ig_steps, ig_method=args.ig_method,
-                     target_input=args.target_input)
+                     target_input=args.target_input, targets=args.targets)
     pre = None  # the model's own input size, ImageNet's mean and std
     if any(v is not None for v in (args.size, args.resize, args.mean, args.std)):
         base = Preprocess()
@@ -121,6 +127,9 @@ def cmd_explain(args):
     if args.target is not None:  # a bad target fails here, before any folder is made
         ex.check_target(args.target, 1)
     style = ex.style(args.cmap, args.alpha, args.colorbar)
+    if args.ray is not None and (args.top_k is not None or args.contrast):
+        raise LrpGraphError("--top-k and --contrast run on one machine only: leave out --ray, or drop them "
+                            "(a --targets K explainer on Ray writes all K maps)")
     if args.ray is not None:
         from .ray import explain_paths_ray
 
@@ -133,7 +142,8 @@ def cmd_explain(args):
         print(f"lrpgraph explain: {args.model} on {ex.provider}", file=sys.stderr)
         summary = explain_paths(ex, args.inputs, args.output, target=args.target, hq=args.hq,
                                 batch_size=args.batch_size, overwrite=args.overwrite,
-                                progress=False if args.quiet else None, style=style, sheet=args.sheet)
+                                progress=False if args.quiet else None, style=style, sheet=args.sheet,
+                                top_k=args.top_k, contrast=args.contrast)
     for path, reason in summary.failed:
         print(f"  failed: {reason}" if path in reason else f"  failed: {path}: {reason}", file=sys.stderr)
     print(f"explained {summary.explained}, skipped {summary.skipped} already done, "
@@ -205,6 +215,11 @@ def _build_parser(sub):
                    help="Integrated Gradients' integral (default riemann-right; ig-paper: gausslegendre)")
     b.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16: forward and relevance pass in half precision (GPUs)")
+    b.add_argument("--targets", type=int, metavar="K",
+                   help="explain K classes per image in one call: outputs relevance_maps N x K x H x W and "
+                        "targets_used N x K, input targets int64[N, K] (default, or -1: the k-th most "
+                        "probable); the forward and every denominator run once for all K. Every method: "
+                        "Score-CAM's masked passes and IG's path are shared by the K as well")
     b.add_argument("--no-target-input", dest="target_input", action="store_false",
                    help="explain the predicted class only: no optional target input, so no "
                         "control flow in the graph (ORT's CUDA graph capture needs that)")
@@ -222,7 +237,15 @@ def _explain_parser(sub):
     x.add_argument("model", help="an explainer built by lrpgraph build")
     x.add_argument("inputs", nargs="+", help="image files or folders (recursive)")
     x.add_argument("-o", "--output", default="heatmaps", help="output folder (default: heatmaps)")
-    x.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
+    x.add_argument("--target", type=_classes,
+                   help="class to explain (default: the predicted one); for an explainer built with "
+                        "--targets K, K classes as 281,282,... (-1: the k-th most probable)")
+    x.add_argument("--top-k", type=int, metavar="K",
+                   help="explainers built with --targets K: keep the first K of its maps (default: all); "
+                        "one map per class, name.k1_285.png ...")
+    x.add_argument("--contrast", action="store_true",
+                   help="explainers built with --targets K (K >= 2): each map minus the mean of the image's "
+                        "other K-1 maps, to tell apart classes that look alike")
     x.add_argument("--hq", action="store_true", help="save the Heat-Quantized map (SPEC.md)")
     x.add_argument("--provider", default="auto", choices=["auto", "cuda", "cpu"],
                    help="ORT provider (default auto: CUDA where onnxruntime-gpu works, else the CPU)")

@@ -21,6 +21,7 @@ import os
 import queue
 import sys
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -68,29 +69,51 @@ class Explainer:
         self.outputs = [o.name for o in self.session.get_outputs()]
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, inp.shape
-        self.takes_target = "target" in {i.name for i in self.session.get_inputs()}
+        # K: the classes per image of an explainer built with --targets K (None: one)
+        self.k = self.config.get("targets")
+        self.target_input = "targets" if self.k else "target"
+        self.takes_target = self.target_input in {i.name for i in self.session.get_inputs()}
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")
         self.num_classes = logits.shape[1] if isinstance(logits.shape[1], int) else None
         self.class_names = imagenet_class_names() if self.num_classes == 1000 else None
 
     # -- arrays in, arrays out -----------------------------------------------------------
-    def run(self, x: np.ndarray, target=None, hq: bool = False, names=None) -> dict:
+    def run(self, x: np.ndarray, target=None, hq: bool = False, names=None, top_k: int | None = None) -> dict:
         """Run the explainer on a preprocessed batch; returns logits, probabilities,
-        relevance_map (and relevance_map_hq with hq=True), or the outputs ``names``."""
+        relevance_map (and relevance_map_hq with hq=True), or the outputs ``names``. For an
+        explainer built with ``targets=K``, relevance_map is N x K x H x W and target_used
+        N x K (the first ``top_k`` of the K where given)."""
         x = self.check_input(x)
+        top_k = self.check_top_k(top_k)
         feeds = {self.input_name: x}
         if target is not None:
-            feeds["target"] = self.check_target(target, len(x))
+            feeds[self.target_input] = self.check_target(target, len(x))
         if names is not None:
             return self._session_run(names, feeds)
-        names = ["logits", "relevance_map", "target_used"]
-        if hq and "relevance_map_hq" in self.outputs:
-            names.append("relevance_map_hq")
-        out = self._session_run(names, feeds)
+        plural = "s" if self.k else ""
+        wanted = {"logits": "logits", f"relevance_map{plural}": "relevance_map",
+                  f"target{plural}_used": "target_used"}
+        if hq and f"relevance_map{plural}_hq" in self.outputs:
+            wanted[f"relevance_map{plural}_hq"] = "relevance_map_hq"
+        out = {wanted[k]: v for k, v in self._session_run(list(wanted), feeds).items()}
+        if top_k is not None:
+            out.update({k: v[:, :top_k] for k, v in out.items() if k != "logits"})
         if hq and "relevance_map_hq" not in out:
-            out["relevance_map_hq"] = heat_quantize(out["relevance_map"], self.config.get("hq_levels") or 8)
+            out["relevance_map_hq"] = _quantize(out["relevance_map"], self.config.get("hq_levels") or 8)
         out["probabilities"] = probabilities(out["logits"].astype(np.float64), self.softmax_head)
         return out
+
+    def check_top_k(self, top_k):
+        """The number of the K maps to keep (None: all K)."""
+        if top_k is None or (top_k == 1 and not self.k):
+            return None
+        if not self.k:
+            raise LrpGraphError(f"this explainer explains one class per image; for the top {top_k} build it with "
+                                f"lrpgraph build MODEL.onnx --targets {top_k}")
+        if not 1 <= top_k <= self.k:
+            raise LrpGraphError(f"top_k={top_k}: this explainer explains {self.k} classes per image "
+                                f"(built with --targets {self.k}); choose 1..{self.k} or rebuild")
+        return top_k if top_k < self.k else None
 
     def _session_run(self, names, feeds) -> dict:
         """One session call, or, for a model whose batch size is fixed (1, say), one call
@@ -103,7 +126,8 @@ class Explainer:
             chunk = {k: v[start:start + fixed] for k, v in feeds.items()}
             short = fixed - len(chunk[self.input_name])
             if short:  # images of zeros, targets -1 (predicted)
-                chunk = {k: np.concatenate([v, np.full((short,) + v.shape[1:], -1 if k == "target" else 0, v.dtype)])
+                chunk = {k: np.concatenate([v, np.full((short,) + v.shape[1:], 0 if k == self.input_name else -1,
+                                                       v.dtype)])
                          for k, v in chunk.items()}
             parts.append([o[:fixed - short] for o in self.session.run(names, chunk)])
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
@@ -123,27 +147,41 @@ class Explainer:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def check_target(self, target, n):
-        """``target`` (one class or one per image, -1 = predicted) as the int64[n] feed."""
+        """``target`` as the feed for n images: one class or one per image, -1 = predicted
+        (int64[n]); for an explainer of K classes per image, K classes for every image or
+        an n x K array, -1 = the k-th most probable (int64[n, K])."""
         if not self.takes_target:
             raise LrpGraphError("this explainer was built with --no-target-input and explains the "
                                 "predicted class only; rebuild without that flag to choose targets")
-        t = np.asarray(target, dtype=np.int64).reshape(-1)
-        if t.size == 1 and n > 1:
-            t = np.repeat(t, n)
-        if t.size != n:
-            raise LrpGraphError(f"{t.size} targets for {n} images")
+        t = np.asarray(target, dtype=np.int64)
+        if self.k:
+            t = np.broadcast_to(t, (n, self.k)) if t.shape in ((self.k,), (1, self.k)) else t
+            if t.shape != (n, self.k):
+                raise LrpGraphError(f"targets of shape {t.shape} for {n} images: this explainer explains "
+                                    f"{self.k} classes per image; give {self.k} classes (-1 = the k-th most "
+                                    f"probable), for all images or {n} x {self.k}")
+            t = np.ascontiguousarray(t)
+        else:
+            t = t.reshape(-1)
+            if t.size == 1 and n > 1:
+                t = np.repeat(t, n)
+            if t.size != n:
+                raise LrpGraphError(f"{t.size} targets for {n} images")
         if self.num_classes and (t >= self.num_classes).any():
             raise LrpGraphError(f"target {int(t.max())} is out of range: the model has "
                                 f"{self.num_classes} classes (0..{self.num_classes - 1}; -1 = predicted)")
         return t
 
     # -- images in, Result out -------------------------------------------------------------
-    def explain(self, images, target=None, hq: bool = False, names=None) -> Result:
+    def explain(self, images, target=None, hq: bool = False, names=None, top_k: int | None = None,
+                contrast: bool = False) -> Result:
         """Explain images (paths, PIL images, H x W x C arrays) or one preprocessed
-        N x C x H x W float batch."""
+        N x C x H x W float batch. For an explainer built with ``targets=K``: K maps per
+        image (``top_k`` keeps the first of them; ``contrast``: each map minus the mean of
+        the others, to tell apart classes that look alike)."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
-            return self.make_result(self.run(images, target, hq), names or [f"{i}" for i in range(len(images))],
-                                    [], [])
+            return self.make_result(self.run(images, target, hq, top_k=top_k),
+                                    names or [f"{i}" for i in range(len(images))], [], [], contrast)
         if not isinstance(images, (list, tuple)):
             images = [images]
         prepared = [prepare(im, self.preprocess) for im in images]
@@ -151,20 +189,26 @@ class Explainer:
         names = names or [os.path.splitext(os.path.basename(im))[0] if isinstance(im, (str, os.PathLike))
                           else f"image{i}" for i, im in enumerate(images)]
         sources = [os.fspath(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
-        return self.make_result(self.run(x, target, hq), names, [p[1] for p in prepared], sources)
+        return self.make_result(self.run(x, target, hq, top_k=top_k), names,
+                                [p[1] for p in prepared], sources, contrast)
 
-    def make_result(self, out, names, crops, sources):
+    def make_result(self, out, names, crops, sources, contrast: bool = False):
         probs = out["probabilities"]
         classes = probs.argmax(1)
         targets = out["target_used"]
         valid = np.clip(targets, 0, probs.shape[1] - 1)
+        heat, heat_hq = out["relevance_map"], out.get("relevance_map_hq")
+        sums = heat.reshape(heat.shape[:targets.ndim] + (-1,)).sum(-1)
+        if contrast:
+            heat = contrast_maps(heat)
+            heat_hq = None if heat_hq is None else _quantize(heat, self.config.get("hq_levels") or 8)
         return Result(
-            names=list(names), heatmaps=out["relevance_map"], classes=classes,
+            names=list(names), heatmaps=heat, classes=classes,
             probabilities=probs[np.arange(len(probs)), classes], targets=targets,
-            target_probabilities=probs[np.arange(len(probs)), valid],
-            relevance_sums=out["relevance_map"].reshape(len(probs), -1).sum(1),
-            heatmaps_hq=out.get("relevance_map_hq"), crops=crops, class_names=self.class_names,
+            target_probabilities=np.take_along_axis(probs, valid.reshape(len(probs), -1), 1).reshape(targets.shape),
+            relevance_sums=sums, heatmaps_hq=heat_hq, crops=crops, class_names=self.class_names,
             sources=sources, method=self.config.get("method"), region=self.preprocess.region(),
+            contrast=contrast,
         )
 
     @property
@@ -174,13 +218,31 @@ class Explainer:
             self._digest = _sha256(self._source)
         return self._digest
 
-    def settings(self, target=None, hq=False, style=None) -> dict:
+    def settings(self, target=None, hq=False, style=None, top_k=None, contrast=False) -> dict:
         """What outputs made by this explainer with these options depend on (results.py)."""
-        return run_settings(self.identity, self.preprocess, target, hq, style or self.style())
+        settings = run_settings(self.identity, self.preprocess, target, hq, style or self.style())
+        if top_k is not None or contrast:  # absent otherwise: folders of earlier runs still match
+            settings.update(top_k=top_k, contrast=bool(contrast))
+        return settings
 
     def style(self, cmap=None, alpha=None, colorbar=False) -> Style:
         """How this explainer's maps are drawn by default (heatmaps.py), with overrides."""
         return Style.for_method(self.config.get("method"), cmap, alpha, colorbar)
+
+
+def contrast_maps(maps: np.ndarray) -> np.ndarray:
+    """N x K x H x W: each map minus the mean of the other K-1 maps of its image."""
+    k = maps.shape[1]
+    if k < 2:
+        raise LrpGraphError("contrastive maps need at least 2 classes per image (build with --targets K, K >= 2)")
+    others = (maps.sum(1, keepdims=True) - maps) / (k - 1)
+    return maps - others
+
+
+def _quantize(maps: np.ndarray, levels: int) -> np.ndarray:
+    """Heat Quantization of N x H x W maps, or of each of N x K x H x W."""
+    flat = maps.reshape((-1,) + maps.shape[-2:])
+    return heat_quantize(flat, levels).reshape(maps.shape)
 
 
 def _sha256(model) -> str:
@@ -240,23 +302,44 @@ def _write_results(to_write: queue.Queue, output, style, summary, bar, failure: 
             failure.append(exc)
 
 
+@dataclass(frozen=True)
+class Ask:
+    """What each batch is asked: the target(s), HQ, and for K classes per image top_k and
+    contrast (Explainer.explain)."""
+
+    target: object = None
+    hq: bool = False
+    top_k: int | None = None
+    contrast: bool = False
+
+    def result(self, explainer, x, names, crops, sources) -> Result:
+        out = explainer.run(x, self.target, self.hq, top_k=self.top_k)
+        return explainer.make_result(out, names, crops, sources, self.contrast)
+
+
 def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, batch_size=8,
-                  overwrite=False, progress=None, style: Style | None = None, sheet=False):
+                  overwrite=False, progress=None, style: Style | None = None, sheet=False,
+                  top_k: int | None = None, contrast: bool = False):
     """Explain every image under ``paths`` into ``output``; bad files are reported and
     skipped; images already done with the same settings are skipped unless ``overwrite``
     (a folder made with other settings is refused). ``sheet``: also write sheet.png, a row
-    per image explained (photo, map, overlay). Returns a RunSummary.
+    per image explained (photo, map, overlay; or the photo and its K overlays). ``top_k``,
+    ``contrast``: as in Explainer.explain. Returns a RunSummary.
 
     Images are read one batch ahead and written one batch behind, each on a thread of its
     own, so that on a GPU the CPU's decoding and PNG encoding (what bounded the H100 run in
     docs/BENCHMARKS.md) overlap the explainer instead of adding to it."""
     require_pictures("explaining into a folder")
     style = style or explainer.style()
+    ask = Ask(target, hq, explainer.check_top_k(top_k), contrast)
+    if contrast and not explainer.k:
+        contrast_maps(np.zeros((1, 1, 1, 1)))  # the error, before the folder is made
     found = find_images(paths, skip=output)  # nothing found: an error before the folder is made
     with holding(output):
-        items, summary = pending_images(found, output, overwrite, explainer.settings(target, hq, style))
+        settings = explainer.settings(target, hq, style, top_k=ask.top_k, contrast=contrast)
+        items, summary = pending_images(found, output, overwrite, settings)
         rows = [] if sheet else None
-        _run(explainer, items, output, target, hq, batch_size, style, summary, _progress(len(items), progress), rows)
+        _run(explainer, items, output, ask, batch_size, style, summary, _progress(len(items), progress), rows)
         if overwrite:
             compact_results(output)
         if rows:
@@ -264,7 +347,7 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
     return summary
 
 
-def _run(explainer, items, output, target, hq, batch_size, style, summary, bar, rows) -> None:
+def _run(explainer, items, output, ask: Ask, batch_size, style, summary, bar, rows) -> None:
     """Read, explain and write ``items``: the reader and the writer on threads of their own."""
     batches, to_write, failure = queue.Queue(maxsize=2), queue.Queue(maxsize=2), []
     reader = threading.Thread(target=_read_batches, args=(items, explainer, batch_size, batches),
@@ -279,8 +362,8 @@ def _run(explainer, items, output, target, hq, batch_size, style, summary, bar, 
                 break
             if kind == "batch":
                 x = np.stack([b[2] for b in payload])
-                payload = explainer.make_result(explainer.run(x, target, hq), [b[1] for b in payload],
-                                                [b[3] for b in payload], [b[0] for b in payload])
+                payload = ask.result(explainer, x, [b[1] for b in payload], [b[3] for b in payload],
+                                     [b[0] for b in payload])
             to_write.put((kind, payload))
     finally:
         to_write.put(None)  # the batches already queued are written (each file atomically)

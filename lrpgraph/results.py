@@ -79,7 +79,7 @@ class Result:
             return {**rec, **self._target_record(target, probability, total)}
         rec["contrast"] = self.contrast
         rec["targets"] = [{"rank": k + 1, **self._target_record(target, probability, total),
-                           "map": self.names[i] + suffix + ".npy"}
+                           "map": self.names[i] + suffix + ".png", "npy": self.names[i] + suffix + ".npy"}
                           for k, (suffix, _, target, probability, total) in enumerate(self.maps(i))]
         return rec
 
@@ -176,7 +176,7 @@ def done_names(folder) -> set:
     done = set()
     for name, line in _records(folder):
         targets = json.loads(line).get("targets")
-        maps = [t.get("map", "") for t in targets] if isinstance(targets, list) else [name + ".npy"]
+        maps = [t.get("npy", "") for t in targets] if isinstance(targets, list) else [name + ".npy"]
         if all(os.path.exists(os.path.join(folder, m)) for m in maps):
             done.add(name)
     return done
