@@ -158,3 +158,35 @@ def test_single_target_explainer_refuses_top_k(resnets, tmp_path):
     save_model(single, tmp_path / "m.onnx")
     with pytest.raises(Exception, match="--targets 3"):
         Explainer(str(tmp_path / "m.onnx"), provider="cpu").explain(image_batch(1), top_k=3)
+
+
+def test_cli_writes_a_map_per_class_and_resumes(effnet, photos, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    model, out = effnet[1].replace(".lrp.onnx", ".onnx"), tmp_path / "out"
+    lrp = [sys.executable, "-m", "lrpgraph"]
+    built = subprocess.run(lrp + ["build", model, "-o", str(tmp_path / "k3.onnx"), "--targets", "3"],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    explain = lrp + ["explain", str(tmp_path / "k3.onnx"), str(photos), "-o", str(out), "--provider", "cpu",
+                     "--quiet", "--top-k", "2", "--sheet"]
+    first = subprocess.run(explain, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len(list(photos.iterdir()))
+    for row in rows:
+        assert [t["rank"] for t in row["targets"]] == [1, 2]
+        assert row["targets"][0]["target"] == row["class"]  # the most probable first
+        assert row["targets"][0]["target_probability"] >= row["targets"][1]["target_probability"]
+        for t in row["targets"]:
+            assert t["map"] == f"{row['name']}.k{t['rank']}_{t['target']}.png"
+            for suffix in (".png", ".npy", "_overlay.png"):
+                assert (out / t["map"].replace(".png", suffix)).exists()
+    assert (out / "sheet.png").exists()
+    again = subprocess.run(explain, capture_output=True, text=True)
+    assert again.returncode == 0 and f"skipped {len(rows)} already done" in again.stdout
+    bad = subprocess.run(explain[:-4] + ["-o", str(tmp_path / "bad"), "--top-k", "4"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "explains 3 classes per image" in bad.stderr
+    assert not (tmp_path / "bad").exists()
