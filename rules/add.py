@@ -112,7 +112,7 @@ def _split_vanishing(e, relevance, abs_s, abs_m, tiny, k_s, k_m):
     Sub it cost outweighs an Add and a Relu (0.98x)."""
     # 2t only keeps 0/0 (R = 0 there) out of the Div
     den = e.op("Add", [e.op("Add", [abs_s, abs_m]), e.scalar(2 * tiny)], hint="den")
-    per_unit = e.op("Div", [relevance, den], hint="r_per_unit")
+    per_unit = e.ratio(relevance, den, hint="r_per_unit")
     return {k_s: e.scaled(abs_s, per_unit), k_m: e.scaled(abs_m, per_unit)}
 
 

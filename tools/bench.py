@@ -2,6 +2,7 @@
 
     python tools/bench.py --batches 1 8 --provider cpu --out docs/bench_cpu.md
     python tools/bench.py --batches 1 8 64 --provider cuda --out bench_gpu.md
+    python tools/bench.py --batches 8 --targets 1 5 20 --skip zennit reference authors layout
 
 Rows per batch size: ORT forward of the original model (the baseline), the lrpgraph
 explainer (paper preset), zennit (EpsilonPlusFlat + ResNetCanonizer; a different rule set,
@@ -147,6 +148,21 @@ def _zennit_resnet(ours, device):
     return copy.deepcopy(model).to(device).eval()
 
 
+def _target_ratios(rows) -> list:
+    """Each K-class explainer's time against the 1-class one of its batch and precision
+    (or, without that row, the single-target explainer), measured in the same rounds."""
+    lines = []
+    for n, name, t, mb in rows:
+        if " targets per image " not in name:
+            continue
+        dtype = name.rsplit(", ", 1)[1].rstrip(")")
+        one = next((r for r in rows if r[0] == n and r[1] == f"lrpgraph explainer, K=1 targets per image (ORT, {dtype})"),
+                   None) or next((r for r in rows if r[0] == n and r[1] == "lrpgraph explainer (ORT)"), None)
+        if one is not None and one[1] != name:
+            lines.append(f"batch {n}, {name}: {t / one[2]:.2f}x the time of '{one[1]}', {mb:.0f} MB working memory")
+    return [""] + lines if lines else []
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -162,6 +178,8 @@ def main(argv=None):
                         "in a CUDA graph (enable_cuda_graph) and run with fixed IO bindings")
     p.add_argument("--cuda-nhwc", action="store_true",
                    help="CUDA only: also time the explainers with the CUDA EP's prefer_nhwc option")
+    p.add_argument("--targets", type=int, nargs="*", default=[], metavar="K",
+                   help="also time explainers of K classes per image (build --targets K), in the same rounds")
     p.add_argument("--workdir", default=os.path.join(ROOT, "exported_models"))
     p.add_argument("--out", help="write the markdown table here too")
     args = p.parse_args(argv)
@@ -205,6 +223,12 @@ def main(argv=None):
             graph_paths[dtype] = os.path.join(args.workdir, f"bench_resnet50.lrp_graph_{dtype}.onnx")
             save_model(build_explainer(onnx_path, preset("paper", dtype=dtype, target_input=False))[0],
                        graph_paths[dtype])
+
+    target_paths = {}
+    for k in args.targets:
+        for dtype in args.dtypes:
+            target_paths[k, dtype] = os.path.join(args.workdir, f"bench_resnet50.lrp_k{k}_{dtype}.onnx")
+            save_model(build_explainer(onnx_path, preset("paper", dtype=dtype, targets=k))[0], target_paths[k, dtype])
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
 
@@ -312,6 +336,8 @@ def main(argv=None):
                             {"prefer_nhwc": "1"})
                 except Exception as exc:  # builds without NHWC kernels reject the option
                     checks.append(f"prefer_nhwc, {dtype}, batch {n}: failed: {str(exc).splitlines()[0][:300]}")
+        for (k, dtype), path in target_paths.items():
+            ort_row(f"lrpgraph explainer, K={k} targets per image (ORT, {dtype})", path, ["logits", "relevance_maps"])
         for dtype, path in graph_paths.items():
             try:
                 measure(n, f"lrpgraph explainer (ORT, {dtype}, CUDA graph)", lambda: cuda_graph_runner(path, x), args.runs)
@@ -367,6 +393,7 @@ def main(argv=None):
     for n, name, t, mb in rows:
         lines.append(f"| {n} | {name} | {t * 1e3:.1f} | {t * 1e3 / n:.2f} | {n / t:.1f} | {t / baseline[n]:.2f} | {mb:.0f} |")
     lines += ["", f"Build of the explainer: {build_s:.2f} s. Process peak RSS: {peak_mb:.0f} MB."] + checks
+    lines += _target_ratios(rows)
     text = "\n".join(lines)
     print(text)
     if args.out:
