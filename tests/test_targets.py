@@ -25,10 +25,18 @@ def single_maps(single, x, targets, names=("relevance_map",)):
     return [np.stack([o[i] for o in out], 1) for i in range(len(names))]
 
 
+SIZE = {"resnet50": 112, "efficientnet-lite0": 224}  # ResNet50 at 112^2: the suite's time
+
+
 @pytest.fixture(scope="module")
-def models(resnets, effnet):
-    """Seeded ResNet50 and the real EfficientNet-Lite0 (the ONNX export beside its explainer)."""
-    return {"resnet50": resnets["resnet50"][1], "efficientnet-lite0": effnet[1].replace(".lrp.onnx", ".onnx")}
+def models(resnets, effnet, tmp_path_factory):
+    """Seeded ResNet50 (exported at 112 x 112) and the real EfficientNet-Lite0 (the ONNX
+    export beside its explainer)."""
+    from export_resnet import export
+
+    path = str(tmp_path_factory.mktemp("targets") / "resnet50_112.onnx")
+    export(resnets["resnet50"][0], path, image_size=SIZE["resnet50"])
+    return {"resnet50": path, "efficientnet-lite0": effnet[1].replace(".lrp.onnx", ".onnx")}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,7 @@ def reference_maps(models):
     for name, path in models.items():
         single, _ = build_explainer(path, preset("paper", conservation=True))
         for n in (1, 8):
-            x = image_batch(n, seed=7)
+            x = image_batch(n, size=SIZE[name], seed=7)
             logits = run(single, {"input": x}, ["logits"])["logits"]
             top = np.argsort(-logits, axis=1, kind="stable")[:, :20]
             maps, start, reached = single_maps(single, x, top, ("relevance_map", "relsum/start", "relsum/input"))
@@ -54,7 +62,7 @@ def test_each_of_k_maps_is_the_single_target_map(models, reference_maps, model, 
     x, logits, top, maps, start, reached = reference_maps[model, n]
     explainer, _ = build_explainer(models[model], preset("paper", targets=k, conservation=True))
     out = run(explainer, {"input": x})
-    assert out["relevance_maps"].shape == (n, k, 224, 224)
+    assert out["relevance_maps"].shape == (n, k, SIZE[model], SIZE[model])
     np.testing.assert_array_equal(out["targets_used"], top[:, :k])
     assert rel_err(out["logits"], logits) <= 1e-6
     for j in range(k):
