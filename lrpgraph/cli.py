@@ -178,7 +178,8 @@ def cmd_eval(args):
 
     table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
              hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
-             ray_address=args.ray, workers=args.workers, provider=args.provider)
+             ray_address=args.ray, workers=args.workers, provider=args.provider,
+             channels=args.channel_reduction)
     if args.ablation:
         print_ablation(table)
     return 0
@@ -303,6 +304,10 @@ def _eval_parser(sub):
     v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
     v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
     v.add_argument("--ig-steps", type=int, help="Integrated Gradients path points (default: the method's)")
+    v.add_argument("--channel-reduction", choices=["sum", "first"], default="sum",
+                   help="how a map with a channel axis (LRP, IG, Guided BP, gradients) becomes one value per "
+                        "pixel: sum (default), or first: channel 0 alone, as the authors' metrics/patch_insdel.py "
+                        "ranks captum's 3 x H x W maps (rows named 'METHOD (channel 0)')")
     v.add_argument("--per-class", type=int, help="draw K images per class")
     v.add_argument("--seed", type=int, default=42, help="seed of --per-class's draw (default 42, the paper's)")
     v.add_argument("--limit", type=int, help="at most N images")

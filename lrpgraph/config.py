@@ -24,19 +24,25 @@ VARIANTS = {
 # baselines (SPEC.md section 3), each an explainer graph. Each method's defaults are its
 # reference's: LRP-epsilon starts from the logit, as captum's does.
 METHOD_NAMES = {
-    "lrp": ("lrp", {}, "the paper's LRP: z+, ratio split at skip merges (alias lrp-paper)"),
+    "lrp": ("lrp", {}, "the paper's LRP (reference: the authors' code, tests/reference.py): z+, ratio split at "
+                       "skip merges, w+ first layer, MaxPool as 2x2 average, eps 1e-5, from the probability "
+                       "(alias lrp-paper)"),
     "lrp-paper": ("lrp", {}, "the same as lrp"),
-    "lrp-winner": ("lrp", {"maxpool": "winner"}, "lrp with the exact MaxPool rule"),
-    **{f"lrp-{v}": ("lrp", VARIANTS[v], f"the paper's ablation variant ({v})") for v in VARIANTS},
-    "lrp-epsilon": ("lrp-epsilon", {"start": "logit"}, "LRP-epsilon everywhere, from the logit (captum)"),
-    "gradient": ("gradient", {}, "|gradient| (saliency)"),
-    "gradxinput": ("gradxinput", {}, "Gradient x Input"),
-    "guided-bp": ("guided-bp", {}, "Guided Backprop"),
-    "ig": ("ig", {}, "Integrated Gradients (0 baseline, right Riemann sum, 32 steps: --ig-method, --ig-steps)"),
+    "lrp-winner": ("lrp", {"maxpool": "winner"}, "lrp with the exact MaxPool rule (arg-max winner)"),
+    **{f"lrp-{v}": ("lrp", VARIANTS[v], f"the paper's ablation variant ({v}, Table 2)") for v in VARIANTS},
+    "lrp-epsilon": ("lrp-epsilon", {"start": "logit"},
+                    "LRP-epsilon everywhere (reference: captum LRP, EpsilonRule; epsilon 1e-9, from the logit)"),
+    "gradient": ("gradient", {}, "|gradient| (reference: captum Saliency, abs=True)"),
+    "gradxinput": ("gradxinput", {}, "Gradient x Input (reference: captum InputXGradient)"),
+    "guided-bp": ("guided-bp", {}, "Guided Backprop (reference: captum GuidedBackprop)"),
+    "ig": ("ig", {}, "Integrated Gradients (reference: captum IntegratedGradients; baseline 0, riemann_right, "
+                     "32 steps: --ig-method, --ig-steps)"),
     "ig-paper": ("ig", {"ig_method": "gausslegendre", "ig_steps": 50},
-                 "Integrated Gradients as the authors ran captum's defaults (Gauss-Legendre, 50 steps)"),
-    "gradcam": ("gradcam", {}, "Grad-CAM at the input of the last pooling"),
-    "scorecam": ("scorecam", {}, "Score-CAM (masked forward passes in a Scan, chunks of 16)"),
+                 "Integrated Gradients with captum's defaults, as the authors ran it (gausslegendre, 50 steps)"),
+    "gradcam": ("gradcam", {}, "Grad-CAM (reference: pytorch-grad-cam GradCAM, re-derived in tests/reference.py) "
+                               "at the input of the last pooling"),
+    "scorecam": ("scorecam", {}, "Score-CAM (reference: pytorch-grad-cam ScoreCAM, tests/reference.py; masked "
+                                 "forward passes in a Scan, chunks of 16)"),
 }
 METHODS = tuple(dict.fromkeys(base for base, _, _ in METHOD_NAMES.values()))
 

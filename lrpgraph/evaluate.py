@@ -116,6 +116,16 @@ class Prediction:
         return probabilities(out, self.softmax_head)
 
 
+# How a map with a channel axis becomes one value per pixel: ``sum`` (ours), or ``first``:
+# channel 0 alone, as the authors' metrics/patch_insdel.py ranks captum's 3 x H x W maps
+# (it takes attention[0]).
+CHANNEL_REDUCTIONS = ("sum", "first")
+
+
+def _is_cam(method) -> bool:
+    return METHOD_NAMES[method][0] in ("gradcam", "scorecam")
+
+
 def check_methods(methods):
     unknown = [m for m in methods if m not in METHOD_NAMES and m not in SANITY]
     if unknown:
@@ -127,20 +137,24 @@ class Scorer:
     ORT session. One per process (or per Ray actor)."""
 
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
-                 pre: Preprocess | None = None, ig_steps=None, provider="cpu"):
+                 pre: Preprocess | None = None, ig_steps=None, provider="cpu", channels="sum"):
         from .driver import build_explainer
         from .explain import Explainer
         from .load import load_model
 
         check_methods(methods)
+        if channels not in CHANNEL_REDUCTIONS:
+            raise LrpGraphError(f"channel reduction {channels!r}: choose one of {', '.join(CHANNEL_REDUCTIONS)}")
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
-        self.pre = pre or Preprocess()
+        self.pre, self.channels = pre or Preprocess(), channels
         model = load_model(model_path)
         if any(p.key == "lrpgraph.config" for p in model.metadata_props):
             raise LrpGraphError(f"{model_path} is an lrpgraph explainer; give eval the original "
                                 "classifier (it builds every method's explainer itself)")
         self.explainers = {
-            m: Explainer(build_explainer(model, preset("paper", method=m, ig_steps=ig_steps))[0], provider)
+            m: Explainer(build_explainer(model, preset("paper", method=m, ig_steps=ig_steps,
+                                                       full_relevance=channels == "first" and not _is_cam(m)))[0],
+                         provider)
             for m in methods if m in METHOD_NAMES}
         self.predict = Prediction(open_model(model, provider), self.pre, self._softmax_head(model))
 
@@ -155,13 +169,22 @@ class Scorer:
     def attribution(self, method, cropped, index):
         if method in self.explainers:
             x = normalise(cropped[None], self.pre)
+            ex = self.explainers[method]
             # explains the predicted class, as the authors' code does
-            return self.explainers[method].run(x, names=["relevance_map"])["relevance_map"][0]
+            if "relevance" not in ex.outputs:
+                return ex.run(x, names=["relevance_map"])["relevance_map"][0]
+            relevance = ex.run(x, names=["relevance"])["relevance"][0]
+            return relevance[0] if ex.preprocess.layout == "NCHW" else relevance[..., 0]
         if method == "constant":
             return constant_map(cropped.shape[:2])
         if method == "random":
             return random_map(cropped.shape[:2], seed=index)
         return centre_blob(cropped.shape[:2])
+
+    def label(self, method) -> str:
+        """The method's row name: ``ig (channel 0)`` where its map is the first channel's."""
+        ex = self.explainers.get(method)
+        return f"{method} (channel 0)" if ex is not None and "relevance" in ex.outputs else method
 
     def score(self, path, label, index) -> list:
         """One record per (method, HQ or not, protocol), curves included."""
@@ -175,7 +198,7 @@ class Scorer:
                 for protocol in self.protocols:
                     c = perturbation_curves(self.predict, cropped, attribution, label, protocol, self.seeds)
                     records.append({"file": path, "label": int(label), "predicted": int(p.argmax()),
-                                    "p_label": float(p[label]), "method": f"{m}{' +HQ' if use_hq else ''}",
+                                    "p_label": float(p[label]), "method": f"{self.label(m)}{' +HQ' if use_hq else ''}",
                                     "protocol": protocol, **c.scores,
                                     "curves": (c.insertion.tolist(), c.deletion.tolist())})
         return records
@@ -183,11 +206,14 @@ class Scorer:
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
              seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=None,
-             ray_address=None, workers=None, provider="cpu") -> dict:
+             ray_address=None, workers=None, provider="cpu", channels="sum") -> dict:
     """Score every image, then write per_image.jsonl, table.{md,csv,json} and the curves.
-    With ``ray_address`` ("" for a local instance) the images are spread over Ray actors."""
+    With ``ray_address`` ("" for a local instance) the images are spread over Ray actors.
+    ``channels``: CHANNEL_REDUCTIONS (``first`` reproduces the authors' tables; its rows are
+    named ``method (channel 0)``)."""
     check_methods(methods)
-    make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider)
+    make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider,
+                                    channels)
     if ray_address is not None:
         from .ray import score_on_ray
 

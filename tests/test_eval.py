@@ -88,3 +88,35 @@ def test_ablation_table_lists_variants_by_protocol(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "| variant | paper | tie-robust |"
     assert out[3:] == ["| lrp-i | 0.510 | 0.100 |", "| lrp-iv | 0.545 | 0.200 |"]
+
+
+def test_channel_reduction_first_is_the_authors_channel_0(resnets):
+    """--channel-reduction first ranks channel 0 alone, as the authors' patch_insdel.py does
+    with captum's 3 x H x W maps: the map equals captum's InputXGradient's channel 0 (and the
+    default, the channel sum, its sum)."""
+    import copy
+
+    import torch
+    from captum.attr import InputXGradient
+
+    from lrpgraph.evaluate import Scorer
+    from lrpgraph.preprocess import normalise
+
+    model, path = resnets["resnet18"]
+    model = copy.deepcopy(model).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    cropped = np.random.default_rng(3).random((224, 224, 3))
+    x = torch.from_numpy(normalise(cropped[None], Preprocess()))
+    target = int(model(x).argmax())
+    ref = InputXGradient(model).attribute(x, target=target).detach().numpy()[0]
+    first = Scorer(path, ["gradxinput"], channels="first")
+    summed = Scorer(path, ["gradxinput"])
+    a, b = first.attribution("gradxinput", cropped, 0), summed.attribution("gradxinput", cropped, 0)
+    assert np.abs(a - ref[0]).max() <= 1e-3 * np.abs(ref[0]).max()
+    assert np.abs(b - ref.sum(0)).max() <= 1e-3 * np.abs(ref.sum(0)).max()
+    assert first.label("gradxinput") == "gradxinput (channel 0)" and summed.label("gradxinput") == "gradxinput"
+    assert first.label("gradcam") == "gradcam"
+    with pytest.raises(LrpGraphError, match="channel reduction"):
+        Scorer(path, ["gradxinput"], channels="mean")
