@@ -70,7 +70,7 @@ class Emitter:
         ins = [self._input(t) for t in inputs]
         stacked = self.targets > 1 and op_type not in _SHAPE_OPS and any(map(self.is_stacked, ins))
         if stacked and op_type in BROADCASTING and any(map(self._has_rows, ins)):
-            views = [self._view(t) for t in ins]
+            views = [self.view_rows(t) for t in ins]
             return self._unview(self._node(op_type, views, attrs, hint, 1, dtype), views,
                                 op_type not in _COMPARISONS)
         if stacked and op_type in ("Reshape", "Expand") and self._from_forward(ins[1]):
@@ -114,7 +114,7 @@ class Emitter:
             tensor = tensor.tensor
         return id(tensor) in self._stacked
 
-    def _view(self, t):
+    def view_rows(self, t):
         """A stacked tensor as K x N x ...; any other operand as it is."""
         if not self.is_stacked(t):
             return t

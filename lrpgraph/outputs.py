@@ -34,7 +34,7 @@ class Outputs:
         e = self.e
         if e.targets == 1:
             return e.op("Unsqueeze", [t, np.array([1], np.int64)], hint="per_image")
-        return e.op("Transpose", [e._view(t)], {"perm": [1, 0] + list(range(2, rank + 1))}, hint="per_image")
+        return e.op("Transpose", [e.view_rows(t)], {"perm": [1, 0] + list(range(2, rank + 1))}, hint="per_image")
 
     def add(self, tensor, name, shape, dtype=np.float32):
         if tensor in self.tensors or tensor is self.facts.image:
