@@ -174,11 +174,16 @@ class Explainer:
 
     # -- images in, Result out -------------------------------------------------------------
     def explain(self, images, target=None, hq: bool = False, names=None, top_k: int | None = None,
-                contrast: bool = False) -> Result:
+                contrast: bool = False, targets=None) -> Result:
         """Explain images (paths, PIL images, H x W x C arrays) or one preprocessed
         N x C x H x W float batch. For an explainer built with ``targets=K``: K maps per
         image (``top_k`` keeps the first of them; ``contrast``: each map minus the mean of
-        the others, to tell apart classes that look alike)."""
+        the others, to tell apart classes that look alike; ``targets``: another name for
+        ``target``)."""
+        if targets is not None:
+            if target is not None:
+                raise LrpGraphError("give target or targets, not both")
+            target = targets
         if isinstance(images, np.ndarray) and images.ndim == 4:
             return self.make_result(self.run(images, target, hq, top_k=top_k),
                                     names or [f"{i}" for i in range(len(images))], [], [], contrast)

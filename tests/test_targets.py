@@ -157,6 +157,9 @@ def test_explainer_api_top_k_and_contrast(resnets, tmp_path):
         ex.explain(x, top_k=5)
     with pytest.raises(Exception, match="give 4 classes"):
         ex.explain(x, target=[1, 2])
+    fed = ex.explain(x, targets=[5, -1, 7, -1])
+    np.testing.assert_array_equal(fed.targets[:, [0, 2]], [[5, 7]] * 3)
+    np.testing.assert_array_equal(fed.targets[:, 1], full.targets[:, 1])
 
 
 def test_single_target_explainer_refuses_top_k(resnets, tmp_path):
