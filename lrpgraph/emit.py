@@ -73,7 +73,7 @@ class Emitter:
             views = [self.view_rows(t) for t in ins]
             return self._unview(self._node(op_type, views, attrs, hint, 1, dtype), views,
                                 op_type not in _COMPARISONS)
-        if stacked and op_type in ("Reshape", "Expand") and self._from_forward(ins[1]):
+        if stacked and op_type in ("Reshape", "Expand") and self._has_rows(ins[1]):
             ins[1] = self._free_batch(ins[1], -1 if op_type == "Reshape" else 1)
         outs = self._node(op_type, ins, attrs, hint, outputs, dtype)
         for t in outs if outputs > 1 else [outs]:
@@ -84,7 +84,8 @@ class Emitter:
         return outs
 
     def _has_rows(self, t) -> bool:
-        """A forward tensor over N rows (not stacked, not computed from constants alone)."""
+        """A tensor of the forward pass over N rows, or a shape read off one (not stacked,
+        not computed from constants alone)."""
         return (isinstance(t, gs.Variable) and not t.is_empty() and not self.is_stacked(t)
                 and id(t) not in self._constant)
 
@@ -147,9 +148,6 @@ class Emitter:
             view.shape, view.dtype = [self.targets, None] + rest, self.dtype
             self.annotate(out, [self.batch] + rest)
         return out
-
-    def _from_forward(self, shape) -> bool:
-        return isinstance(shape, gs.Variable) and not self.is_stacked(shape) and id(shape) not in self._constant
 
     def _free_batch(self, shape, batch: int):
         """A shape read off a forward tensor, for a stacked one: its batch entry ``batch``

@@ -235,11 +235,16 @@ class Explainer:
         return Style.for_method(self.config.get("method"), cmap, alpha, colorbar)
 
 
-def contrast_maps(maps: np.ndarray) -> np.ndarray:
-    """N x K x H x W: each map minus the mean of the other K-1 maps of its image."""
-    k = maps.shape[1]
+def require_contrast(k: int) -> None:
+    """Contrastive maps need at least 2 maps per image (``k`` of them)."""
     if k < 2:
         raise LrpGraphError("contrastive maps need at least 2 classes per image (build with --targets K, K >= 2)")
+
+
+def contrast_maps(maps: np.ndarray) -> np.ndarray:
+    """N x K x H x W: each map minus the mean of the other K-1 maps of its image."""
+    k = maps.shape[1] if maps.ndim == 4 else 1  # N x H x W: one map per image
+    require_contrast(k)
     others = (maps.sum(1, keepdims=True) - maps) / (k - 1)
     return maps - others
 
@@ -337,8 +342,8 @@ def explain_paths(explainer: Explainer, paths, output, target=None, hq=False, ba
     require_pictures("explaining into a folder")
     style = style or explainer.style()
     ask = Ask(target, hq, explainer.check_top_k(top_k), contrast)
-    if contrast and not explainer.k:
-        contrast_maps(np.zeros((1, 1, 1, 1)))  # the error, before the folder is made
+    if contrast:  # the error, before the folder is made
+        require_contrast(ask.top_k or explainer.k or 1)
     found = find_images(paths, skip=output)  # nothing found: an error before the folder is made
     with holding(output):
         settings = explainer.settings(target, hq, style, top_k=ask.top_k, contrast=contrast)

@@ -167,8 +167,11 @@ def test_single_target_explainer_refuses_top_k(resnets, tmp_path):
 
     single, _ = build_explainer(resnets["resnet18"][1], preset("paper"))
     save_model(single, tmp_path / "m.onnx")
+    ex = Explainer(str(tmp_path / "m.onnx"), provider="cpu")
     with pytest.raises(Exception, match="--targets 3"):
-        Explainer(str(tmp_path / "m.onnx"), provider="cpu").explain(image_batch(1), top_k=3)
+        ex.explain(image_batch(1), top_k=3)
+    with pytest.raises(Exception, match="at least 2 classes"):
+        ex.explain(image_batch(1), contrast=True)  # one map per image: nothing to contrast
 
 
 def test_cli_writes_a_map_per_class_and_resumes(effnet, photos, tmp_path):
