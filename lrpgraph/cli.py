@@ -63,14 +63,15 @@ def cmd_build(args):
                      dtype=args.dtype, ig_steps=args.ig_steps, ig_method=args.ig_method,
                      target_input=args.target_input, targets=args.targets)
     pre = None  # the model's own input size, ImageNet's mean and std
+    image_size = _image_size(args.size)
     if any(v is not None for v in (args.size, args.resize, args.mean, args.std)):
         base = Preprocess()
-        size = args.size or base.size
+        size = image_size[0] if image_size else base.size
         pre = Preprocess(size=size, resize=args.resize or round(size * 256 / 224),
                          mean=args.mean or base.mean, std=args.std or base.std)
     output = args.output or _default_output(args.model)
     check_output_path(args.model, output)
-    model, report = build_explainer(args.model, config, pre, args.output_name)
+    model, report = build_explainer(args.model, config, pre, args.output_name, image_size)
     save_model(model, output)
     ops = sorted(set(report.ops_before) | set(report.ops_after))
     rows = [(op, report.ops_before.get(op, 0), report.ops_after.get(op, 0)) for op in ops]
@@ -83,6 +84,19 @@ def cmd_build(args):
     return 0
 
 
+def _image_size(values):
+    """``--size S`` or ``--size H W`` as (H, W), or None."""
+    if not values:
+        return None
+    if len(values) > 2 or min(values) < 1:
+        raise LrpGraphError(f"--size {' '.join(map(str, values))}: give S or H W, positive")
+    h, w = values[0], values[-1]
+    if h != w:
+        raise LrpGraphError(f"--size {h} {w}: explain's preprocessing crops squares; build a non-square "
+                            "explainer with the API (build_explainer(..., size=(H, W))) and feed it arrays")
+    return h, w
+
+
 def _default_output(path):
     stem = path[:-5] if path.endswith(".onnx") else path
     return stem + ".lrp.onnx"
@@ -91,7 +105,7 @@ def _default_output(path):
 def cmd_inspect(args):
     from .driver import inspect
 
-    rules, merges, problems, layout = inspect(args.model, _config(args))
+    rules, merges, problems, layout = inspect(args.model, _config(args), size=_image_size(args.size))
     _print_table(f"{args.model}: {len(rules)} nodes on the relevance path with a rule", rules,
                  ["node", "op", "rule"])
     described = ", ".join(f"{n} {k}" for k, n in sorted(merges.items())) or "none"
@@ -224,8 +238,10 @@ def _build_parser(sub):
     b.add_argument("--no-target-input", dest="target_input", action="store_false",
                    help="explain the predicted class only: no optional target input, so no "
                         "control flow in the graph (ORT's CUDA graph capture needs that)")
-    b.add_argument("--size", type=int, help="crop size recorded for explain (default: the model's input "
-                   "size where it is static and square, else 224)")
+    b.add_argument("--size", type=int, nargs="+", metavar="H [W]",
+                   help="image size: fixes a model input the file leaves symbolic, and is the crop "
+                        "recorded for explain (default: the model's input size where it is static and "
+                        "square, else 224)")
     b.add_argument("--resize", type=int, help="short side before the crop (default: size * 256 / 224)")
     b.add_argument("--mean", type=_floats,
                    help="per-channel mean of [0, 1] pixels, recorded for explain (default: ImageNet's)")
@@ -328,6 +344,8 @@ def _inspect_parser(sub):
     _add_rule_flags(i)
     i.add_argument("--method", choices=list(METHOD_NAMES), default="lrp", metavar="METHOD",
                    help="whose composite to match with (default: lrp)")
+    i.add_argument("--size", type=int, nargs="+", metavar="H [W]",
+                   help="image size, for a model whose file leaves it symbolic")
     i.set_defaults(func=cmd_inspect)
 
 

@@ -60,15 +60,17 @@ def _folded_bn_warning(method, matches) -> list:
 
 def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config = Config(),
                     preprocess: Preprocess | None = None,
-                    output_name: str | None = None) -> tuple[onnx.ModelProto, BuildReport]:
+                    output_name: str | None = None,
+                    size: tuple[int, int] | None = None) -> tuple[onnx.ModelProto, BuildReport]:
     """Return the explainer model and a report of what matched. Writes nothing.
-    ``output_name`` picks the class scores among several outputs (the others are dropped)."""
+    ``output_name`` picks the class scores among several outputs (the others are dropped);
+    ``size`` (H, W) fixes an image size the file leaves symbolic."""
     t0 = time.perf_counter()
     method = get_method(config.method)
     half = config.dtype == "float16"
     if half and not method.half_precision:
         raise LrpGraphError(f"{method.name} has no float16 explainer; build it in float32")
-    source, forward, ops_before = _forward_model(model, half)
+    source, forward, ops_before = _forward_model(model, half, size)
     graph = gs.import_onnx(forward)
     prepared = method.prepare(graph, config)
     facts = GraphFacts.read(graph, output_name)
@@ -117,14 +119,14 @@ def default_preprocess(shape, channel_axis: int, layout_name: str) -> Preprocess
     return Preprocess(layout=layout_name)
 
 
-def _forward_model(model, half: bool):
+def _forward_model(model, half: bool, size=None):
     """(where it came from, the canonical forward model, its op counts as given). A model
     read here is freed as soon as its canonical copy exists (a ResNet50 is 100 MB)."""
     source = "<model>" if isinstance(model, onnx.ModelProto) else os.fspath(model)
     if not isinstance(model, onnx.ModelProto):
         model = load_model(source)
     ops_before = Counter(n.op_type for n in model.graph.node)
-    forward = canonicalise(model)
+    forward = canonicalise(model, size=size)
     return source, to_float16(forward) if half else forward, ops_before
 
 
@@ -173,10 +175,11 @@ def _check(out) -> None:
         raise LrpGraphError(f"internal error: the emitted explainer fails onnx.checker: {exc}") from exc
 
 
-def inspect(model, config: Config = Config(), output_name=None):
+def inspect(model, config: Config = Config(), output_name=None, size=None):
     """What ``build`` would match, without emitting: (rules [(node, op, rule)], skip-merge
     kinds {kind: count}, unsupported [(node, op, reason)], layout)."""
-    model = canonicalise(load_model(model) if not isinstance(model, onnx.ModelProto) else model)
+    model = canonicalise(load_model(model) if not isinstance(model, onnx.ModelProto) else model,
+                         size=size)
     facts = GraphFacts.read(gs.import_onnx(model), output_name)
     problems = []
     matches = assign_rules(facts, get_method(config.method).composite(config), problems=problems)
@@ -219,8 +222,9 @@ def check_output_path(model_path, output_path) -> None:
                             "replace it. Give another output path (default: MODEL.lrp.onnx)")
 
 
-def build(model_path, output_path, config: Config = Config(), preprocess=None, output_name=None) -> BuildReport:
+def build(model_path, output_path, config: Config = Config(), preprocess=None, output_name=None,
+          size=None) -> BuildReport:
     check_output_path(model_path, output_path)
-    model, report = build_explainer(model_path, config, preprocess, output_name)
+    model, report = build_explainer(model_path, config, preprocess, output_name, size)
     save_model(model, output_path)
     return report

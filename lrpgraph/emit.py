@@ -270,6 +270,21 @@ def _annotate(relevance, tensor, e: Emitter):
         e.annotate(relevance, tensor)
 
 
+def _arriving(e: Emitter, node, multi_output: bool, incoming):
+    """The relevance at ``node``'s output (each output's, a list, for a multi-output rule;
+    None where none arrives), summed over its consumers; None when nothing arrives."""
+    outs = node.outputs if multi_output else node.outputs[:1]
+    arrived = [incoming.pop(out.name, []) for out in outs]
+    if not any(arrived):
+        return None
+    e.scope = f"lrp/{node.name}"
+    relevance = [add_all(e, parts, hint="fan_in") if parts else None for parts in arrived]
+    for r, out in zip(relevance, outs):
+        if r is not None:
+            _annotate(r, out, e)
+    return relevance if multi_output else relevance[0]
+
+
 def emit_relevance(facts, matches, e: Emitter, start, probes=None, stop=None):
     """Propagate ``start`` (relevance at ``facts.logits``) down to the image, or to the
     tensor ``stop`` (Grad-CAM's feature map, Integrated Gradients' path inputs).
@@ -284,12 +299,9 @@ def emit_relevance(facts, matches, e: Emitter, start, probes=None, stop=None):
         node = match.node
         if node.outputs[0] is target:
             break  # every consumer of ``target`` came before its producer
-        parts = incoming.pop(node.outputs[0].name, [])
-        if not parts:
+        relevance = _arriving(e, node, match.rule.multi_output, incoming)
+        if relevance is None:
             continue
-        e.scope = f"lrp/{node.name}"
-        relevance = add_all(e, parts, hint="fan_in")
-        _annotate(relevance, node.outputs[0], e)
         sent = match.rule.emit(node, relevance, e, facts)
         for index, r in sent.items():
             if probes is not None and isinstance(r, Scaled):

@@ -2,8 +2,9 @@
 
 canonicalise: opset >= 17 (ops the relevance graph needs: ScatterElements with
 reduction=add, ReduceSum with axes as input), initializers no longer listed as graph
-inputs (IR < 4 style, so nothing but the image can be overridden), ``Sum`` of two
-inputs as ``Add``, every node named, shapes inferred.
+inputs (IR < 4 style, so nothing but the image can be overridden), the image size given
+where asked, shape arithmetic folded (fold.py), ``Sum`` of two inputs as ``Add``, every
+node named, shapes inferred.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import onnx
 from onnx import shape_inference, version_converter
 
 from .errors import LrpGraphError
+from .fold import check_static_image, computes_shapes, fold_shapes, set_size
 
 MIN_OPSET = 17
 # Ops whose output is not a function of their inputs: never constant, even on constants.
@@ -122,8 +124,10 @@ def _check_input(graph: onnx.GraphProto) -> None:
                                 f"image, more than lrpgraph explains ({MAX_IMAGE_ELEMENTS:.3g})")
 
 
-def canonicalise(model: onnx.ModelProto, batch: int | str | None = None) -> onnx.ModelProto:
-    """Return a copy of ``model`` in canonical form (see the module docstring)."""
+def canonicalise(model: onnx.ModelProto, batch: int | str | None = None,
+                 size: tuple[int, int] | None = None) -> onnx.ModelProto:
+    """Return a copy of ``model`` in canonical form (see the module docstring), at image
+    size ``size`` (H, W) where the file leaves it open."""
     opset = default_opset(model)
     if opset < MIN_OPSET:
         try:
@@ -146,6 +150,12 @@ def canonicalise(model: onnx.ModelProto, batch: int | str | None = None) -> onnx
     keep = [i for i in graph.input if i.name not in init_names]
     del graph.input[:]
     graph.input.extend(keep)
+    if size is not None and len(graph.input) == 1:
+        set_size(model, size)
+    if computes_shapes(model) and len(graph.input) == 1:
+        check_static_image(model)
+        model = fold_shapes(model)
+        graph = model.graph
 
     used = set()
     for i, node in enumerate(graph.node):

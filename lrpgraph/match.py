@@ -168,8 +168,8 @@ class GraphFacts:
         if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape[1:]):
             raise LrpGraphError(
                 f"the shape of {what} {tensor.name!r} is {shape}; its non-batch dimensions "
-                "must be known. Re-export with a fixed image size and constant folding "
-                "(shapes computed at run time, e.g. by dynamic 'same' padding, hide them)."
+                "must be known. Give the image size (build --size H W) or re-export with a "
+                "fixed one."
             )
         return tuple(int(d) for d in shape[1:])
 
@@ -266,7 +266,8 @@ def assign_rules(facts: GraphFacts, composite, stop=None, problems=None) -> list
     matches: list[Match] = []
     problems = problems if collect else []
     for node in reversed(facts.order):
-        if not any(out.name in on_path for out in node.outputs[:1]) or node.outputs[0] is target:
+        outs = node.outputs if op_facts(node.op).multi_output else node.outputs[:1]
+        if not any(out.name in on_path for out in outs) or node.outputs[0] is target:
             continue
         rule = composite.rule_for(node, facts)
         reason = "no rule for this op type" if rule is None else rule.check(node, facts)

@@ -99,7 +99,9 @@ def _conservation(out, start, probes, relevance, start_sum):
 
     add(start_sum if out.half() else e.per_sample_sum(start.relevance, 2), "relsum/start")
     for node, r_out, sent in probes:
-        add(out.float32(e.per_sample_sum(r_out, len(node.outputs[0].shape)), 1), f"relsum/{node.name}/out")
+        outs = r_out if isinstance(r_out, list) else [r_out]  # a list: each output's (Split)
+        r_out = add_all(e, [e.per_sample_sum(r, len(t.shape)) for r, t in zip(outs, node.outputs) if r is not None])
+        add(out.float32(r_out, 1), f"relsum/{node.name}/out")
         r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
         add(out.float32(add_all(e, r_in), 1), f"relsum/{node.name}/in")
     add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input")

@@ -14,10 +14,11 @@ from . import add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough
 from . import reshape, transpose
 from . import pad
 from . import concat
+from . import activations, layernorm, mul, slice
 from .base import Rule
 
 MODULES = (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean, reshape,
-           transpose, pad, concat)
+           transpose, pad, concat, activations, layernorm, mul, slice)
 
 
 def family(name: str) -> dict[str, Rule]:

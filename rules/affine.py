@@ -1,16 +1,16 @@
-"""Sub, Mul, Div with one constant operand: the pieces of a BatchNormalization that an
-exporter decomposed (``(x - mean) * scale + shift``) or of input normalisation. They pass
+"""Sub and Div with one constant operand: the pieces of a BatchNormalization that an
+exporter decomposed (``(x - mean) / std + shift``) or of input normalisation. They pass
 relevance unchanged, exactly as BatchNormalization does in the paper preset (SPEC.md
-section 1). Two image-dependent operands (attention, Swish gates) have no rule here.
-The same holds for LRP-epsilon; the gradient is ``G`` (Sub: ``-G`` for ``c - x``), ``G * c``
-or ``G / c``.
+section 1). Two image-dependent operands have no rule here (Mul, with its gates, is
+mul.py). The same holds for LRP-epsilon; the gradient is ``G`` (Sub: ``-G`` for
+``c - x``) or ``G / c``.
 """
 
 from .base import Rule
 
 
 class ConstantAffine(Rule):
-    op_types = ("Sub", "Mul", "Div")
+    op_types = ("Sub", "Div")
     role = "norm"  # an exporter's decomposed BatchNormalization
     families = ("lrp", "epsilon")
 
@@ -45,9 +45,7 @@ class ConstantAffineGradient(ConstantAffine):
     def emit(self, node, grad, e, facts):
         (index,) = facts.activations(node)
         other = node.inputs[1 - index]
-        if node.op == "Mul":
-            grad = e.op("Mul", [grad, other], hint="g_in")
-        elif node.op == "Div":
+        if node.op == "Div":
             grad = e.op("Div", [grad, other], hint="g_in")
         elif index == 1:
             grad = e.op("Neg", [grad], hint="g_in")

@@ -72,6 +72,8 @@ class Rule:
     weighted: bool = False
     role: str | None = None
     absorbs: str | None = None
+    # emit gets a list, the relevance at each output (None where none arrives: Split)
+    multi_output: bool = False
 
     def with_params(self, **values) -> "Rule":
         """A copy with those of ``values`` that are parameters of this rule set."""

@@ -17,7 +17,7 @@ EPS = 1e-5
 CLASSES = 5
 
 
-def model(body: str, x_shape, h_shape, weights: dict, seed=0):
+def model(body: str, x_shape, h_shape, weights: dict, seed=0, opset=17):
     """``body`` is ONNX text computing ``h`` from ``x``; weights are name -> array."""
     rng = np.random.default_rng(seed)
     flat = int(np.prod(h_shape))
@@ -25,7 +25,7 @@ def model(body: str, x_shape, h_shape, weights: dict, seed=0):
     decls = ", ".join(f"float[{', '.join(map(str, w.shape))}] {n}" for n, w in weights.items())
     decls = (decls + ", " if decls else "") + f"float[{CLASSES}, {flat}] fw"
     text = f"""
-    <ir_version: 8, opset_import: ["" : 17]>
+    <ir_version: {9 if opset > 19 else 8}, opset_import: ["" : {opset}]>
     g (float[N, {', '.join(map(str, x_shape))}] x) => (float[N, {CLASSES}] y) <{decls}> {{
         {body}
         f = Flatten (h)
