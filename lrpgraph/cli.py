@@ -105,11 +105,12 @@ def _default_output(path):
 def cmd_inspect(args):
     from .driver import inspect
 
-    rules, merges, problems, layout = inspect(args.model, _config(args), size=_image_size(args.size))
+    report = inspect(args.model, _config(args), size=_image_size(args.size))
+    rules, merges, problems, layout = report
     _print_table(f"{args.model}: {len(rules)} nodes on the relevance path with a rule", rules,
                  ["node", "op", "rule"])
     described = ", ".join(f"{n} {k}" for k, n in sorted(merges.items())) or "none"
-    print(f"skip merges: {described}; input layout {layout}")
+    print(f"composite: {report.composite}; skip merges: {described}; input layout {layout}")
     if not problems:
         print("unsupported: none")
         return 0

@@ -24,12 +24,18 @@ VARIANTS = {
 # baselines (SPEC.md section 3), each an explainer graph. Each method's defaults are its
 # reference's: LRP-epsilon starts from the logit, as captum's does.
 METHOD_NAMES = {
-    "lrp": ("lrp", {}, "the paper's LRP (reference: the authors' code, tests/reference.py): z+, ratio split at "
-                       "skip merges, w+ first layer, MaxPool as 2x2 average, eps 1e-5, from the probability "
-                       "(alias lrp-paper)"),
-    "lrp-paper": ("lrp", {}, "the same as lrp"),
-    "lrp-winner": ("lrp", {"maxpool": "winner"}, "lrp with the exact MaxPool rule (arg-max winner)"),
-    **{f"lrp-{v}": ("lrp", VARIANTS[v], f"the paper's ablation variant ({v}, Table 2)") for v in VARIANTS},
+    "lrp": ("lrp", {}, "LRP with the composite the graph's family gets: lrp-paper for dense-conv nets "
+                       "(ResNets, VGG), lrp-conserving where depthwise convs are (inspect says which)"),
+    "lrp-paper": ("lrp", {"composite": "paper"},
+                  "the paper's LRP (reference: the authors' code, tests/reference.py): z+, ratio split at "
+                  "skip merges, w+ first layer, MaxPool as 2x2 average, eps 1e-5, from the probability"),
+    "lrp-conserving": ("lrp", {"composite": "conserving"},
+                       "lrp-paper plus the w^2 rule where z+ has nothing to divide by, exact MaxPool: "
+                       "keeps the relevance on MobileNets/EfficientNets (docs/COVERAGE.md)"),
+    "lrp-winner": ("lrp", {"maxpool": "winner", "composite": "paper"},
+                   "lrp-paper with the exact MaxPool rule (arg-max winner)"),
+    **{f"lrp-{v}": ("lrp", {**VARIANTS[v], "composite": "paper"}, f"the paper's ablation variant ({v}, Table 2)")
+       for v in VARIANTS},
     "lrp-epsilon": ("lrp-epsilon", {"start": "logit"},
                     "LRP-epsilon everywhere (reference: captum LRP, EpsilonRule; epsilon 1e-9, from the logit)"),
     "gradient": ("gradient", {}, "|gradient| (reference: captum Saliency, abs=True)"),
@@ -60,6 +66,9 @@ class Config:
     conservation: bool = False  # per-layer relevance sums as outputs
     dtype: str = "float32"  # float32 | float16 (forward and relevance pass in half precision)
     method: str = "lrp"  # lrp (the paper) | a baseline: see METHODS
+    # lrp's rule set: auto (composites.for_graph: paper for dense-conv nets, conserving
+    # where depthwise convs are) | paper | conserving
+    composite: str = "auto"
     epsilon: float = 1e-9  # LRP-epsilon's stabiliser (captum's default)
     ig_steps: int = 32  # Integrated Gradients: path points
     ig_method: str = "riemann-right"  # riemann-right | gausslegendre (captum's default)
@@ -74,6 +83,7 @@ class Config:
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
                    "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
                    "dtype": ("float32", "float16"), "method": METHODS,
+                   "composite": ("auto", "paper", "conserving"),
                    "ig_method": ("riemann-right", "gausslegendre")}
         if self.method in METHOD_NAMES and self.method not in METHODS:
             raise ValueError(f"method={self.method!r} names a method with settings "

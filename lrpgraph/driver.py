@@ -75,7 +75,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     prepared = method.prepare(graph, config)
     facts = GraphFacts.read(graph, output_name)
     source_output = facts.head.name  # outputs.py renames the head
-    composite = method.composite(config)
+    composite = method.composite(config, facts)
     matches = assign_rules(facts, composite, stop=prepared)
     channel_axis, layout_name = layout(facts)
 
@@ -175,16 +175,27 @@ def _check(out) -> None:
         raise LrpGraphError(f"internal error: the emitted explainer fails onnx.checker: {exc}") from exc
 
 
+class InspectReport(tuple):
+    """(rules [(node, op, rule)], skip-merge kinds {kind: count}, unsupported [(node, op,
+    reason)], layout), unpackable as before, and ``composite``: the rule set's name."""
+
+    def __new__(cls, rules, merges, problems, layout_name, composite):
+        report = super().__new__(cls, (rules, merges, problems, layout_name))
+        report.composite = composite
+        return report
+
+
 def inspect(model, config: Config = Config(), output_name=None, size=None):
-    """What ``build`` would match, without emitting: (rules [(node, op, rule)], skip-merge
-    kinds {kind: count}, unsupported [(node, op, reason)], layout)."""
+    """What ``build`` would match, without emitting (an :class:`InspectReport`)."""
     model = canonicalise(load_model(model) if not isinstance(model, onnx.ModelProto) else model,
                          size=size)
     facts = GraphFacts.read(gs.import_onnx(model), output_name)
     problems = []
-    matches = assign_rules(facts, get_method(config.method).composite(config), problems=problems)
+    composite = get_method(config.method).composite(config, facts)
+    matches = assign_rules(facts, composite, problems=problems)
     kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)
-    return [(m.node.name, m.node.op, m.note) for m in matches], dict(kinds), problems, layout(facts)[1]
+    return (InspectReport([(m.node.name, m.node.op, m.note) for m in matches], dict(kinds), problems,
+                          layout(facts)[1], composite.name))
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike,

@@ -7,9 +7,12 @@ of it is constant except the batch, and the rules need it as constants (Pad's pa
 Reshape's target). The folding is onnxscript's constant folder with ONNX shape inference,
 run to a fixed point; the batch stays symbolic.
 
-One rewrite helps it: the folder evaluates ``Gather`` of a shape only with 1-D indices,
-while the TorchScript exporter gathers one dimension with a scalar index. The rule below
+Two rewrites help it. The folder evaluates ``Gather`` of a shape only with 1-D indices,
+while the TorchScript exporter gathers one dimension with a scalar index: the rule below
 (an onnxscript pattern rewrite) gives such a Gather 1-D indices and squeezes the result.
+And a Reshape to ``[the data's own batch, constants...]`` (ShuffleNet's channel shuffle)
+cannot fold while the batch is symbolic: it takes ONNX Reshape's 0 ("copy this
+dimension") there instead, which is the same reshape.
 """
 
 from __future__ import annotations
@@ -45,6 +48,64 @@ def _scalar_gather_rule():
     return pattern.RewriteRuleSet([pattern.RewriteRule(target, replacement, check)])
 
 
+_PASSING = ("Unsqueeze", "Squeeze", "Cast", "Identity")
+
+
+def _batch_read(value):
+    """The tensor whose batch size ``value`` (a 1-element shape piece) reads, or None:
+    ``Gather(Shape(t), 0)`` or ``Shape(t, end=1)``, through Unsqueeze/Squeeze/Cast."""
+    node = value.producer()
+    while node is not None and node.op_type in _PASSING:
+        node = node.inputs[0].producer()
+    if node is not None and node.op_type == "Gather":
+        index = node.inputs[1].const_value
+        if index is None or index.numpy().reshape(-1).tolist() != [0]:
+            return None
+        node = node.inputs[0].producer()
+    elif node is not None and node.op_type == "Shape" and node.attributes.get_int("end", None) != 1:
+        return None
+    if node is None or node.op_type != "Shape" or node.attributes.get_int("start", 0) != 0:
+        return None
+    return node.inputs[0]
+
+
+def _same_batch(a, b) -> bool:
+    """Whether tensors ``a`` and ``b`` have the same batch size: one tensor, or one named
+    symbolic first dimension (shape inference names the batch through the graph)."""
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    if a.shape is None or b.shape is None or len(a.shape) == 0 or len(b.shape) == 0:
+        return False
+    first_a, first_b = a.shape[0], b.shape[0]
+    return not isinstance(first_a, int) and first_a.value is not None and first_a.value == getattr(first_b, "value", None)
+
+
+def _copy_batch(graph) -> int:
+    """Reshapes to ``[batch read off the data, constants...]`` (a channel shuffle's view)
+    take 0 there instead, ONNX Reshape's "copy this dimension": then their shape folds
+    while the batch stays symbolic. Returns how many were changed."""
+    import numpy as np
+    import onnx_ir as ir
+
+    changed = 0
+    for node in list(graph):
+        if node.op_type != "Reshape" or node.attributes.get_int("allowzero", 0):
+            continue
+        cat = node.inputs[1].producer()
+        if cat is None or cat.op_type != "Concat" or any(
+                use.op_type != "Reshape" or not _same_batch(_batch_read(cat.inputs[0]), use.inputs[0])
+                for use, _ in cat.outputs[0].uses()):
+            continue
+        zero = ir.Value(name=f"{cat.name}_batch_copy", const_value=ir.tensor(np.zeros(1, np.int64)))
+        zero.shape, zero.type = ir.Shape([1]), ir.TensorType(ir.DataType.INT64)
+        graph.register_initializer(zero)
+        cat.replace_input_with(0, zero)
+        changed += 1
+    return changed
+
+
 def _should_fold(node):
     # the folder keeps ConstantOfShape so as not to grow a model; here its outputs are pads
     return True if node.op_type == "ConstantOfShape" else None
@@ -62,7 +123,7 @@ def fold_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = ir.serde.deserialize_model(model)
     rules = _scalar_gather_rule()
     for _ in range(_ROUNDS):
-        rewritten = rules.apply_to_model(graph)
+        rewritten = rules.apply_to_model(graph) + _copy_batch(graph.graph)
         folded = optimizer.fold_constants(graph, onnx_shape_inference=True, should_fold=_should_fold)
         RemoveUnusedNodesPass()(graph)
         if not rewritten and not folded.modified:

@@ -4,7 +4,7 @@ A method says which composite (rules/composites.py) its backward pass runs on an
 hooks for what it does around that pass (Integrated Gradients' path of images, Grad-CAM's
 stop at the feature map, Score-CAM's masked forward passes):
 
-    composite(config)           -> the rule set of the backward pass
+    composite(config, facts)    -> the rule set of the backward pass (facts: the graph's)
     prepare(graph, config)      -> reshape the forward graph before it is read (IG's path)
     scores(ctx), repeat(config) -> the model's answer per image where the forward runs more
                                    rows, and how many rows per image (IG)
@@ -62,7 +62,7 @@ class Method:
     start = "relevance"
     half_precision = True
 
-    def composite(self, config: Config):
+    def composite(self, config: Config, facts=None):
         return composites.gradient()
 
     def prepare(self, graph: gs.Graph, config: Config):
@@ -92,11 +92,18 @@ class Method:
 
 
 class LRP(Method):
-    """The paper's LRP (SPEC.md section 1) on the ``paper`` composite."""
+    """The paper's LRP (SPEC.md section 1) on the ``paper`` composite, or on ``conserving``
+    (``config.composite``; ``auto``: the one composites.for_graph picks)."""
 
     name = "lrp"
 
-    def composite(self, config):
+    def composite(self, config, facts=None):
+        name = config.composite
+        if name == "auto":
+            name = composites.for_graph(facts) if facts is not None else "paper"
+        if name == "conserving":
+            return composites.conserving(identity_skip=config.identity_skip, split=config.split,
+                                         first_layer=config.first_layer, eps=config.eps)
         return composites.paper(identity_skip=config.identity_skip, split=config.split,
                                 maxpool=config.maxpool, first_layer=config.first_layer, eps=config.eps)
 
@@ -106,7 +113,7 @@ class LRPEpsilon(Method):
 
     name = "lrp-epsilon"
 
-    def composite(self, config):
+    def composite(self, config, facts=None):
         return composites.epsilon(config.epsilon)
 
 
@@ -118,7 +125,7 @@ class Gradient(Method):
     def __init__(self, name, transform=None, guided=False):
         self.name, self.transform, self.guided = name, transform, guided
 
-    def composite(self, config):
+    def composite(self, config, facts=None):
         return composites.gradient(guided=self.guided)
 
     def finish(self, ctx, signal, out):

@@ -9,6 +9,10 @@ the composite names itself:
 - ``paper``: the paper's rules as the authors' code runs them (SPEC.md section 1), with the
   Table 2 switches (``identity_skip``, ``split``), the MaxPool rule (``avg2x2`` stand-in or
   exact ``winner``), the first layer's rule (``ones``: w+; ``zplus``) and ``eps``;
+- ``conserving``: the paper's rules where they conserve, and where z+ has nothing to
+  divide by (a depthwise filter whose positive weights see only zeros) the w^2 rule
+  (linear.py); MaxPool by its exact winner. ``paper`` loses 99.9 % of the relevance on
+  MobileNetV2 there;
 - ``epsilon``: LRP-epsilon everywhere, captum-style (``epsilon``: captum's 1e-9);
 - ``gradient``: the backward pass (``guided``: Guided Backprop's ReLU).
 
@@ -23,7 +27,7 @@ from typing import Mapping
 
 from . import family
 from .base import Rule
-from .conv import ConvOnes
+from .conv import ConvOnes, is_depthwise
 from .maxpool import MaxPoolWinner
 
 
@@ -55,6 +59,26 @@ def paper(identity_skip: bool = True, split: str = "ratio", maxpool: str = "avg2
         rules["MaxPool"] = MaxPoolWinner()
     first = {"Conv": ConvOnes().with_params(eps=eps)} if first_layer == "ones" else {}
     return _frozen("paper", rules, first)
+
+
+def conserving(identity_skip: bool = True, split: str = "ratio", first_layer: str = "ones",
+               eps: float = 1e-5) -> Composite:
+    rules = _configured("lrp", eps=eps, split=split, identity_skip=identity_skip, fallback="w2")
+    rules["MaxPool"] = MaxPoolWinner()
+    first = {"Conv": ConvOnes().with_params(eps=eps)} if first_layer == "ones" else {}
+    return _frozen("conserving", rules, first)
+
+
+def for_graph(facts) -> str:
+    """The LRP composite a graph gets by default: ``paper`` for the family the paper's
+    rules were made for (ResNets, VGG: dense convs, MaxPools the 2x2 stand-in covers),
+    ``conserving`` where a depthwise conv can leave z+ nothing to divide by or a MaxPool
+    needs the exact rule (AlexNet, SqueezeNet, GoogLeNet's odd-sized pools)."""
+    stand_in = family("lrp")["MaxPool"]
+    if any(is_depthwise(node) or (node.op == "MaxPool" and stand_in.check(node, facts))
+           for node in facts.order):
+        return "conserving"
+    return "paper"
 
 
 def epsilon(epsilon: float = 1e-9) -> Composite:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linear import EpsilonKind, GradientKind, LinearZPlus, describe, zplus
+from .linear import EpsilonKind, GradientKind, LinearZPlus, zplus
 
 
 def explicit_pads(attrs, in_sp, out_sp, k_eff, strides):
@@ -127,6 +127,13 @@ def _flipped_conv(e, s, w, kernel, dil, pads, group):
     return e.op("Conv", [s, w], attrs, hint="c")
 
 
+def is_depthwise(node) -> bool:
+    """A Conv with one input channel per group, several groups (MobileNets, EfficientNets)."""
+    if node.op != "Conv" or node.inputs[1].shape is None:
+        return False
+    return int(node.attrs.get("group", 1)) > 1 and node.inputs[1].shape[1] == 1
+
+
 class ConvZPlus(LinearZPlus):
     op_types = ("Conv",)
     role = "conv"
@@ -146,7 +153,7 @@ class ConvZPlus(LinearZPlus):
         return None
 
     def describe(self, node, facts):
-        return describe(facts.non_negative(node.inputs[0]))
+        return self.note(facts.non_negative(node.inputs[0]))
 
     def backward(self, e, node, facts):
         tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
@@ -154,11 +161,14 @@ class ConvZPlus(LinearZPlus):
 
     def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
-        fwd = _forward_attrs(node, transpose_attrs(node, facts, list(w.shape)))
-        return {0: zplus(e, relevance, a, w,
-                         lambda x, wt, eps: e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))],
-                                                 fwd, hint="z_eps"),
-                         self.backward(e, node, facts), facts.non_negative(a), self.eps)}
+        attrs = _forward_attrs(node, transpose_attrs(node, facts, list(w.shape)))
+
+        def forward(x, wt, eps):
+            return e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))], attrs, hint="z_eps")
+
+        backward = self.backward(e, node, facts)
+        return {0: zplus(e, relevance, a, w, forward, backward, facts.non_negative(a), self.eps,
+                         self.rescue(e, node, facts, relevance, forward, backward))}
 
 
 def _forward_attrs(node, tattrs):

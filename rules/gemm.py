@@ -7,7 +7,7 @@
 The backward product is one more Gemm with transB flipped, so W+ is never transposed.
 """
 
-from .linear import EpsilonKind, GradientKind, LinearZPlus, describe, zplus
+from .linear import EpsilonKind, GradientKind, LinearZPlus, zplus
 
 
 class GemmZPlus(LinearZPlus):
@@ -20,7 +20,7 @@ class GemmZPlus(LinearZPlus):
         return None
 
     def describe(self, node, facts):
-        return describe(facts.non_negative(node.inputs[0]))
+        return self.note(facts.non_negative(node.inputs[0]))
 
     def backward(self, e, node, facts):
         trans_b, alpha = _attrs(node)
@@ -29,10 +29,14 @@ class GemmZPlus(LinearZPlus):
     def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
         trans_b, alpha = _attrs(node)
-        return {0: zplus(e, relevance, a, w,
-                         lambda x, wt, eps: e.op("Gemm", [x, wt, e.scalar(eps)],
-                                                 {"alpha": alpha, "beta": 1.0, "transB": trans_b}, hint="z_eps"),
-                         self.backward(e, node, facts), facts.non_negative(a), self.eps)}
+
+        def forward(x, wt, eps):
+            return e.op("Gemm", [x, wt, e.scalar(eps)], {"alpha": alpha, "beta": 1.0, "transB": trans_b},
+                        hint="z_eps")
+
+        backward = self.backward(e, node, facts)
+        return {0: zplus(e, relevance, a, w, forward, backward, facts.non_negative(a), self.eps,
+                         self.rescue(e, node, facts, relevance, forward, backward))}
 
 
 def _attrs(node):

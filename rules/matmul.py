@@ -6,7 +6,7 @@ the z+ rule, as for Gemm (SPEC.md section 1).
     R_in = a * (s @ W+^T)
 """
 
-from .linear import EpsilonKind, GradientKind, LinearZPlus, describe, zplus
+from .linear import EpsilonKind, GradientKind, LinearZPlus, zplus
 
 
 class MatMulZPlus(LinearZPlus):
@@ -20,16 +20,20 @@ class MatMulZPlus(LinearZPlus):
         return None
 
     def describe(self, node, facts):
-        return describe(facts.non_negative(node.inputs[0]))
+        return self.note(facts.non_negative(node.inputs[0]))
 
     def backward(self, e, node, facts):
         return lambda s, wt: e.op("MatMul", [s, e.op("Transpose", [wt], {"perm": [1, 0]})], hint="c")
 
     def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
-        return {0: zplus(e, relevance, a, w,
-                         lambda x, wt, eps: e.op("Add", [e.op("MatMul", [x, wt], hint="z"), e.scalar(eps)], hint="z_eps"),
-                         self.backward(e, node, facts), facts.non_negative(a), self.eps)}
+
+        def forward(x, wt, eps):
+            return e.op("Add", [e.op("MatMul", [x, wt], hint="z"), e.scalar(eps)], hint="z_eps")
+
+        backward = self.backward(e, node, facts)
+        return {0: zplus(e, relevance, a, w, forward, backward, facts.non_negative(a), self.eps,
+                         self.rescue(e, node, facts, relevance, forward, backward))}
 
 
 class MatMulEpsilon(EpsilonKind, MatMulZPlus):

@@ -6,9 +6,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import lrpgraph, onnxruntime, torch, pytest, skimage, efficientnet_lite_pytorch, captum, ray.data" 2>/dev/null; then
-    # torch first and pinned: 2.13.0 is the CPU wheel on local disk; an open range would
-    # pull a multi-GB CUDA build.
-    .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
+if ! .venv/bin/python -c "import lrpgraph, onnxruntime, onnxscript, torch, torchvision, pytest, skimage, efficientnet_lite_pytorch, captum, ray.data" 2>/dev/null; then
+    # torch first and pinned, with the torchvision built for it (the CNN families of
+    # tests/test_families.py and tools/zoo.py): both from the local package index; an open
+    # range would pick another build.
+    .venv/bin/pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
     .venv/bin/pip install -q --disable-pip-version-check -e ".[cpu,test,demo,ray]"
 fi

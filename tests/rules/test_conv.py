@@ -130,7 +130,7 @@ def test_strided_transposes_avoid_per_channel_convtranspose(k, pad, group, trans
             f"group = {group}> (a, w)")
     hs = F.conv2d(torch.zeros(1, 6, 8, 8), torch.from_numpy(w), None, 2, pad, 1, group).shape[1:]
     m, _ = model(body, (6, 8, 8), tuple(hs), {"w": w})
-    explainer, _ = build_explainer(m, preset("paper", first_layer="zplus"))
+    explainer, _ = build_explainer(m, preset("paper", first_layer="zplus", composite="paper"))
     init = {t.name: onnx.numpy_helper.to_array(t) for t in explainer.graph.initializer}
     found = []
     for n in explainer.graph.node:
@@ -142,3 +142,32 @@ def test_strided_transposes_avoid_per_channel_convtranspose(k, pad, group, trans
         what = "zeros" if ones and attrs.get("group") == 6 else "w+"
         found.append((what, *(kernel.shape[2:] if kernel is not None else attrs["kernel_shape"])))
     assert found == transposes
+
+
+def test_conserving_composite_sends_what_z_plus_cannot_by_w_squared():
+    """A depthwise 3x3 after a Relu: where every positive weight of a window sees a 0, z+
+    is 0 and the paper's rule loses the relevance; the conserving composite sends it by
+    the w^2 rule there (re-derived with autograd) and keeps all of it."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    body = "a = Relu (x)\n        h = Conv <pads = [1, 1, 1, 1], group = 6> (a, w)"
+    m, fw = model(body, (6, 6, 6), (6, 6, 6), {"w": w})
+    x = (rng.standard_normal((2, 6, 6, 6)) - 0.8).astype(np.float32)  # mostly zeros after the Relu
+    out, report = explain(m, x, composite="conserving", first_layer="zplus", conservation=True)
+    assert "w^2 where z+ vanishes" in [n for _, op, n in report.rules if op == "Conv"][0]
+    a = torch.from_numpy(np.maximum(x, 0)).double().requires_grad_(True)
+    wt = torch.from_numpy(w).double()
+    z = F.conv2d(a, wt.clamp(min=0), None, 1, 1, 1, 6)
+    r = torch.from_numpy(head_relevance(F.conv2d(a, wt, None, 1, 1, 1, 6).detach().numpy(), fw))
+    dead = (z + EPS) < 2 * EPS
+    assert dead.any() and (r[dead] != 0).any()  # the case under test occurs
+    (c,) = torch.autograd.grad(z, a, torch.where(dead, 0.0, r / (z.detach() + EPS)))
+    ones = torch.ones_like(a).requires_grad_(True)
+    z2 = F.conv2d(ones, wt ** 2, None, 1, 1, 1, 6)
+    (c2,) = torch.autograd.grad(z2, ones, torch.where(dead, r, 0.0) / z2.detach())
+    ref = (a * c + c2).detach().numpy()
+    assert_close(out["relevance"], ref)
+    kept = out["relsum/input"] / r.sum((1, 2, 3)).numpy()
+    paper, _ = explain(m, x, first_layer="zplus", conservation=True)
+    lost = paper["relsum/input"] / r.sum((1, 2, 3)).numpy()
+    assert (kept > 0.999).all() and (lost < kept - 0.01).all(), (kept, lost)

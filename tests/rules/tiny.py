@@ -39,6 +39,8 @@ def model(body: str, x_shape, h_shape, weights: dict, seed=0, opset=17):
 
 
 def explain(m, x, **options):
+    """The explainer's outputs on ``x``; LRP on the paper's rules unless ``composite`` says."""
+    options = {"composite": "paper", **options}
     explainer, report = build_explainer(m, preset("paper", full_relevance=True, **options))
     out = run(explainer, {"input": x})
     return out, report
