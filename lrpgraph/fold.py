@@ -22,7 +22,7 @@ import onnx
 from .errors import LrpGraphError
 
 SHAPE_OPS = frozenset({"Shape", "Size"})
-_ROUNDS = 12  # each round folds at least one more layer of the arithmetic
+_ROUNDS = 100  # each round folds at least one more layer of the arithmetic (a block of a deep net)
 
 
 def computes_shapes(model: onnx.ModelProto) -> bool:
