@@ -175,8 +175,9 @@ def test_one_method_name_means_one_thing_everywhere(effnet):
     for name in METHOD_NAMES:
         built = _config(parser.parse_args(["build", "m.onnx", "--method", name]))
         assert built == preset(method=name)
-    assert preset(method="lrp-winner") == preset(maxpool="winner")
-    assert preset(method="lrp-paper") == preset(method="lrp") == preset()
+    assert preset(method="lrp-winner") == preset(maxpool="winner", composite="paper")
+    assert preset(method="lrp-paper") == preset(composite="paper")
+    assert preset(method="lrp") == preset() and preset().composite == "auto"  # per graph
     assert preset(method="lrp-epsilon").start == "logit"  # captum's LRP starts from the logit
 
 
