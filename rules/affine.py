@@ -9,6 +9,15 @@ mul.py). The same holds for LRP-epsilon; the gradient is ``G`` (Sub: ``-G`` for
 from .base import Rule
 
 
+def broadcast_reason(node, facts):
+    """Why a node with one image-dependent operand and a constant one has no pass-through
+    rule: the constant broadcasts the activation to another shape (or None)."""
+    a, out = node.inputs[facts.activations(node)[0]], node.outputs[0]
+    if a.shape is None or out.shape is None or list(a.shape)[1:] != list(out.shape)[1:]:
+        return "the constant operand broadcasts the activation to another shape"
+    return None
+
+
 class ConstantAffine(Rule):
     op_types = ("Sub", "Div")
     role = "norm"  # an exporter's decomposed BatchNormalization
@@ -19,11 +28,7 @@ class ConstantAffine(Rule):
             return f"a {node.op} of two image-dependent tensors has no LRP rule"
         if node.op == "Div" and facts.activations(node) != [0]:
             return "a constant divided by an activation has no LRP rule"
-        a = node.inputs[facts.activations(node)[0]]
-        if a.shape is None or node.outputs[0].shape is None or \
-                list(a.shape)[1:] != list(node.outputs[0].shape)[1:]:
-            return "the constant operand broadcasts the activation to another shape"
-        return None
+        return broadcast_reason(node, facts)
 
     def relevance_inputs(self, node, facts):
         return facts.activations(node)

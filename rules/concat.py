@@ -12,19 +12,23 @@ import numpy as np
 from .base import Rule, SignKeeping
 
 
-def _sizes(node, facts):
-    """(axis, the operands' sizes along it), or a reason string."""
-    shapes = [t.shape for t in node.inputs]
+def sizes_along(node, pieces, what):
+    """(axis, the sizes of ``pieces`` along the node's ``axis``), or a reason string: the
+    pieces a Concat joins or a Split cuts (``what`` names them in the reason)."""
+    shapes = [t.shape for t in pieces]
     if any(s is None for s in shapes):
-        return "an operand's shape is unknown"
-    rank = len(shapes[0])
-    axis = int(node.attrs.get("axis", 0)) % rank
+        return f"the {what}' shapes are unknown"
+    axis = int(node.attrs.get("axis", 0)) % len(shapes[0])
     if axis == 0:
-        return "a concatenation over the batch axis has no rule"
+        return f"a {node.op} along the batch axis has no rule"
     sizes = [s[axis] for s in shapes]
     if any(not isinstance(d, (int, np.integer)) for d in sizes):
-        return f"the operands' sizes along axis {axis} must be static, not {sizes}"
+        return f"the {what}' sizes along axis {axis} must be static, not {sizes}"
     return axis, [int(d) for d in sizes]
+
+
+def _sizes(node, facts):
+    return sizes_along(node, node.inputs, "operands")
 
 
 class ConcatSplit(SignKeeping, Rule):

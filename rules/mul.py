@@ -13,6 +13,7 @@ Conserving. A product of two activations with no gate has no rule.
 Gradient: ``G c`` by a constant; the product rule ``(G g, G x)`` for two activations.
 """
 
+from .affine import broadcast_reason
 from .base import Rule, SignKeeping
 
 SQUASH = ("Sigmoid", "HardSigmoid", "Erf", "Tanh")
@@ -50,14 +51,6 @@ def gate(node, facts) -> tuple[int, str] | None:
     return None
 
 
-def _constant_reason(node, facts):
-    (index,) = facts.activations(node)
-    a, out = node.inputs[index], node.outputs[0]
-    if a.shape is None or out.shape is None or list(a.shape)[1:] != list(out.shape)[1:]:
-        return "the constant operand broadcasts the activation to another shape"
-    return None
-
-
 class MulPass(SignKeeping, Rule):
     op_types = ("Mul",)
     role = "norm"  # a decomposed BatchNormalization's scale; see base.py
@@ -69,7 +62,7 @@ class MulPass(SignKeeping, Rule):
 
     def check(self, node, facts):
         if len(facts.activations(node)) == 1:
-            return _constant_reason(node, facts)
+            return broadcast_reason(node, facts)
         if gate(node, facts) is None:
             return ("a product of two image-dependent tensors where neither is a gate (a "
                     "Sigmoid/HardSigmoid/Erf/Tanh output or a broadcast scale) has no LRP rule")

@@ -12,6 +12,7 @@ no rule here. The gradient is the same scatter.
 import numpy as np
 
 from .base import Rule, SignKeeping
+from .concat import sizes_along
 
 
 def _const_ints(node, facts, index, default=None):
@@ -63,17 +64,7 @@ class SliceBack(SignKeeping, Rule):
 
 def _split_sizes(node, facts):
     """(axis, the pieces' sizes along it), or a reason string."""
-    shapes = [t.shape for t in node.outputs]
-    rank = len(node.inputs[0].shape or [])
-    if not rank or any(s is None for s in shapes):
-        return "the pieces' shapes are unknown"
-    axis = int(node.attrs.get("axis", 0)) % rank
-    sizes = [s[axis] for s in shapes]
-    if axis == 0:
-        return "a split of the batch axis has no rule"
-    if any(not isinstance(d, (int, np.integer)) for d in sizes):
-        return f"the pieces' sizes along axis {axis} must be static, not {sizes}"
-    return axis, [int(d) for d in sizes]
+    return sizes_along(node, node.outputs, "pieces")
 
 
 class SplitBack(SignKeeping, Rule):

@@ -2,6 +2,7 @@
 nothing was kept; conserving; strided slices refused; the gradient is the same scatter."""
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ SPLIT = np.array([2, 1], np.int64)
 
 def _with_ints(m, **arrays):
     for name, value in arrays.items():
-        m.graph.initializer.append(__import__("onnx").numpy_helper.from_array(np.asarray(value, np.int64), name))
+        m.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value, np.int64), name))
     return m
 
 
