@@ -98,9 +98,7 @@ class LRP(Method):
     name = "lrp"
 
     def composite(self, config, facts=None):
-        name = config.composite
-        if name == "auto":
-            name = composites.for_graph(facts) if facts is not None else "paper"
+        name = composites.for_graph(facts) if config.composite == "auto" else config.composite
         if name == "conserving":
             return composites.conserving(identity_skip=config.identity_skip, split=config.split,
                                          first_layer=config.first_layer, eps=config.eps)

@@ -86,8 +86,8 @@ def zplus(e, relevance, a, w, forward, backward, non_negative: bool, eps: float,
     s, rescued = fallback(z, s) if fallback is not None else (s, None)
     r_pos = e.op("Mul", [a_pos, backward(s, w_plus)], hint="r_pos")
     r_neg = e.op("Mul", [a_neg, backward(s, w_neg)], hint="r_neg")
-    parts = [r_pos, r_neg] + ([rescued] if rescued is not None else [])
-    return e.op("Sum", parts, hint="r_in")
+    r_in = e.op("Add", [r_pos, r_neg], hint="r_in")
+    return r_in if rescued is None else e.op("Add", [r_in, rescued], hint="r_in_rescued")
 
 
 def w2_fallback(e, relevance, a_shape, w, forward, backward, eps):
