@@ -93,6 +93,10 @@ def timing(forward, explainer, x, rounds=3):
     return statistics.median(times["f"]), statistics.median(times["e"])
 
 
+def _rel(got, ref) -> float:
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
 def measure(name, n_photos, composites, folder=PHOTOS, batch=8):
     import torch
 
@@ -115,6 +119,8 @@ def measure(name, n_photos, composites, folder=PHOTOS, batch=8):
         with torch.no_grad():
             ref = net(torch.from_numpy(x[:n_photos])).numpy()
         forward = open_model(path, "cpu", cpu_layout=False)
+        onnx_logits = forward.run(None, {"input": x[:n_photos]})[0]
+        row["onnx_vs_torch"] = _rel(onnx_logits, ref)
         for comp in composites:
             t = time.perf_counter()
             try:
@@ -128,7 +134,8 @@ def measure(name, n_photos, composites, folder=PHOTOS, batch=8):
                            session.run(["logits", "relevance_map", "target_used"], {"input": x[:n_photos]})))
             probs = torch.softmax(torch.from_numpy(ref).double(), 1).numpy()
             start = probs[np.arange(n_photos), out["target_used"]]
-            entry["logits_rel"] = float(np.abs(out["logits"] - ref).max() / np.abs(ref).max())
+            entry["logits_rel"] = _rel(out["logits"], ref)
+            entry["logits_vs_onnx"] = _rel(out["logits"], onnx_logits)
             entry["finite"] = bool(np.isfinite(out["relevance_map"]).all())
             entry["kept"] = [round(float(k), 4) for k in out["relevance_map"].sum((1, 2)) / start]
             f, e = timing(forward, session, x[:batch])
