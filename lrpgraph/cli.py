@@ -177,6 +177,22 @@ def cmd_check(args):
     return 0 if report.ok else 1
 
 
+def cmd_serve(args):
+    from .serve import make_server
+
+    server = make_server(args.model, args.host, args.port, args.ort_web)
+    host, port = server.server_address[:2]
+    print(f"lrpgraph serve: http://{host}:{port}/ explains photos with {args.model} in the browser "
+          "(nothing is uploaded); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_eval(args):
     from .evaluate import evaluate, read_dataset
 
@@ -350,10 +366,21 @@ def _inspect_parser(sub):
     i.set_defaults(func=cmd_inspect)
 
 
+def _serve_parser(sub):
+    s = sub.add_parser("serve", help="a local page that explains photos in the browser (onnxruntime-web)")
+    s.add_argument("model", help="an explainer built by lrpgraph build (one target: no --targets)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--ort-web", metavar="DIST",
+                   help="onnxruntime-web's dist folder (default: node_modules/onnxruntime-web/dist here "
+                        "or in the lrpgraph repository, after `npm ci`)")
+    s.set_defaults(func=cmd_serve)
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="lrpgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_build_parser, _explain_parser, _check_parser, _eval_parser, _inspect_parser):
+    for add in (_build_parser, _explain_parser, _check_parser, _eval_parser, _inspect_parser, _serve_parser):
         add(sub)
     return parser
 

@@ -31,7 +31,7 @@ from .match import GraphFacts, assign_rules, layout
 from .methods import Pass
 from .methods import method as get_method
 from .outputs import assemble
-from .start import optional_target, start_relevance
+from .start import start_relevance, target_input
 
 # Above this the protobuf limit forces weights into an external data file.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -132,7 +132,7 @@ def _forward_model(model, half: bool, size=None):
 
 def _export(graph, outputs, forward, config, start) -> onnx.ModelProto:
     """The graph with the image as its one input (named ``input``) and ``outputs``, dead
-    nodes removed, the forward model's IR version and opsets; ``target`` made optional."""
+    nodes removed, the forward model's IR version and opsets; ``target`` an input."""
     image = graph.inputs[0]
     if image.name != "input" and "input" not in graph.tensors():
         image.name = "input"
@@ -143,9 +143,9 @@ def _export(graph, outputs, forward, config, start) -> onnx.ModelProto:
     del out.opset_import[:]
     out.opset_import.extend(forward.opset_import)
     if config.target_input and config.targets is None:
-        optional_target(out.graph, start.given.name)
+        target_input(out.graph, start.given.name)
     elif config.target_input:
-        optional_target(out.graph, start.given.name, "targets", ("N", config.targets))
+        target_input(out.graph, start.given.name, "targets", ("N", config.targets))
     return out
 
 

@@ -83,6 +83,17 @@ class Emitter:
                 self._constant[id(t)] = t
         return outs
 
+    def copy_of_constant(self, t):
+        """``t`` rebuilt from copies of the constants it is computed from (``t`` itself
+        where it reads anything else): the same values in a tensor no other node reads."""
+        if isinstance(t, gs.Constant):
+            return self.const(t.values.copy(), t.name.rsplit("/", 1)[-1] + "_copy")
+        if id(t) not in self._constant or len(t.inputs[0].outputs) != 1:
+            return t
+        node = t.inputs[0]
+        ins = [None if i.is_empty() else self.copy_of_constant(i) for i in node.inputs]
+        return self.op(node.op, ins, dict(node.attrs), hint=node.name.rsplit("/", 1)[-1] + "_copy")
+
     def _has_rows(self, t) -> bool:
         """A tensor of the forward pass over N rows, or a shape read off one (not stacked,
         not computed from constants alone)."""

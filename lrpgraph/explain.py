@@ -31,7 +31,7 @@ from .errors import LrpGraphError
 from .heatmaps import Style, contact_sheet, heat_quantize, require_pictures
 from .preprocess import MAX_PIXELS, ImageError, find_images, prepare
 from .results import Result, compact_results, holding, pending_images, run_settings
-from .session import open_model, probabilities
+from .session import open_model, predicted_targets, probabilities
 
 
 def imagenet_class_names() -> list[str]:
@@ -88,6 +88,7 @@ class Explainer:
         feeds = {self.input_name: x}
         if target is not None:
             feeds[self.target_input] = self.check_target(target, len(x))
+        feeds = predicted_targets(self.session, feeds)
         if names is not None:
             return self._session_run(names, feeds)
         plural = "s" if self.k else ""

@@ -67,6 +67,15 @@ def open_model(model, provider: str = "auto", threads: int | None = None, cpu_la
                            layout=cpu_layout)
 
 
+def predicted_targets(session, feeds: dict) -> dict:
+    """``feeds`` with ``target`` (or ``targets``) set to -1, "the predicted class", where
+    the explainer takes one and none is given: the portable explainer's target is a plain
+    input that every runtime requires (start.target_input)."""
+    n = len(next(iter(feeds.values())))
+    missing = [i for i in session.get_inputs() if i.name in ("target", "targets") and i.name not in feeds]
+    return {**feeds, **{i.name: np.full((n, *i.shape[1:]), -1, np.int64) for i in missing}}
+
+
 def probabilities(scores: np.ndarray, softmax_head: bool) -> np.ndarray:
     """Class probabilities from a model's output: itself if the model ends in Softmax."""
     if softmax_head:

@@ -20,14 +20,14 @@ from .errors import LrpGraphError
 class Start:
     relevance: object  # N x classes (K*N x classes for K targets), at facts.logits
     chosen: object  # int64[N] (int64[N, K] for K targets), the classes explained (target_used)
-    given: object  # the placeholder that optional_target turns into the fed target
+    given: object  # the placeholder that target_input points at the fed target
     onehot: object  # as relevance
 
 
 def start_relevance(e, facts, kind: str, scores=None, repeat=None, targets=None) -> Start:
     """``kind``: ``probability``, ``logit`` or ``gradient``. The target is the caller's, or
-    the predicted class where none was fed (the ``given`` placeholder becomes that choice
-    in optional_target); a negative entry also means "the predicted class". ``scores``
+    the predicted class where none was fed (the ``given`` placeholder reads the ``target``
+    input instead, see target_input); a negative entry also means "the predicted class". ``scores``
     replace the model's output for that choice (IG: the scores of the image itself);
     ``repeat`` gives each image that many rows (IG's path points). ``targets`` (K): K
     classes per image, int64[N, K], a negative entry meaning the k-th most probable class;
@@ -82,25 +82,14 @@ def class_count(head) -> int:
     return int(head.shape[1])
 
 
-def optional_target(graph: onnx.GraphProto, given: str, name: str = "target", shape=("N",)) -> None:
-    """Make ``name`` (``target`` int64[N], or ``targets`` int64[N, K]) an optional input:
-    the placeholder ``given = Identity(predicted)`` becomes the fed tensor when there is
-    one, else the predicted classes. (An initializer default would do it too, but ORT warns
-    about overridable initializers at every session start.)"""
+def target_input(graph: onnx.GraphProto, given: str, name: str = "target", shape=("N",)) -> None:
+    """Make ``name`` (``target`` int64[N], or ``targets`` int64[N, K]) a plain input that
+    the placeholder ``given = Identity(predicted)`` reads instead; -1 means the predicted
+    (k-th most probable) class. Plain, not optional, nor an initializer default, because
+    OpenVINO has no Optional ops, TensorRT no If, onnxruntime-web requires every input
+    anyway, and a default initializer is frozen into a constant by OpenVINO and TensorRT
+    (a fed target silently ignored) and makes ORT warn at every session start."""
     o = onnx.helper
-    position, placeholder = next((i, n) for i, n in enumerate(graph.node) if given in n.output)
-    predicted = placeholder.input[0]
-    shape = list(shape)
-    tensor = o.make_tensor_type_proto(onnx.TensorProto.INT64, shape)
-    graph.input.append(o.make_value_info(name, o.make_optional_type_proto(tensor)))
-    fed = o.make_graph([o.make_node("OptionalGetElement", [name], ["fed"])], "fed", [],
-                       [o.make_tensor_value_info("fed", onnx.TensorProto.INT64, shape)])
-    default = o.make_graph([o.make_node("Identity", [predicted], ["default"])], "default", [],
-                           [o.make_tensor_value_info("default", onnx.TensorProto.INT64, shape)])
-    nodes = [o.make_node("OptionalHasElement", [name], ["lrp/start/has_target"],
-                         name="lrp/start/has_target"),
-             o.make_node("If", ["lrp/start/has_target"], [given], name="lrp/start/given",
-                         then_branch=fed, else_branch=default)]
-    del graph.node[position]
-    for node in reversed(nodes):
-        graph.node.insert(position, node)
+    placeholder = next(n for n in graph.node if given in n.output)
+    graph.input.append(o.make_tensor_value_info(name, onnx.TensorProto.INT64, list(shape)))
+    placeholder.input[0] = name

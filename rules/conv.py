@@ -80,7 +80,7 @@ def adjoint(e, s, w, tattrs):
         new_pads = [d * (k - 1) - p for k, d, p in zip(kernel * 2, dil * 2, pads)]
         if all(p >= 0 for p in new_pads):
             return _flipped_conv(e, s, w, kernel, dil, new_pads, tattrs["group"])
-        return e.op("ConvTranspose", [s, w], tattrs, hint="c")
+        return _conv_transpose(e, s, w, tattrs)
     group, m, c_per_group = tattrs["group"], w.shape[0], w.shape[1]
     if all(k == 1 for k in kernel) and not any(pads):
         low = _flipped_conv(e, s, w, kernel, dil, [0] * (2 * n), group)
@@ -96,7 +96,15 @@ def adjoint(e, s, w, tattrs):
         if all(p >= 0 for p in begin + end + tail):
             spread = _insert_zeros(e, s, group, strides, tail)
             return _flipped_conv(e, spread, w, kernel, dil, begin + end, group)
-    return e.op("ConvTranspose", [s, w], tattrs, hint="c")
+    return _conv_transpose(e, s, w, tattrs)
+
+
+def _conv_transpose(e, s, w, tattrs):
+    """ConvTranspose on its own copy of the weights: OpenVINO's CPU plugin (2026.4) gives
+    wrong numbers for a ConvTranspose whose square C x C x k x k weight tensor a Conv also
+    reads, as the forward conv (or z+'s) does here (docs/RUNTIMES.md: the reproduction).
+    The copy costs this layer's weights once more in the file."""
+    return e.op("ConvTranspose", [s, e.copy_of_constant(w)], tattrs, hint="c")
 
 
 def _insert_zeros(e, x, channels, strides, tail):

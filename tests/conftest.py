@@ -4,6 +4,8 @@ import sys
 import numpy as np
 import pytest
 
+from lrpgraph.session import predicted_targets
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests")]
 
@@ -46,7 +48,7 @@ def exact_session(model):
 def run(model, feeds, names=None, exact=False):
     sess = exact_session(model) if exact else session(model)
     names = names or [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
+    return dict(zip(names, sess.run(names, predicted_targets(sess, feeds))))
 
 
 @pytest.fixture(scope="session")

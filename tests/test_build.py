@@ -13,6 +13,7 @@ import torch
 import reference
 from conftest import image_batch, run, session
 from lrpgraph import LrpGraphError, UnsupportedOpsError, preset
+from lrpgraph.session import predicted_targets
 from lrpgraph.driver import build_explainer, save_model
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/light_resnet50.onnx")
@@ -149,9 +150,9 @@ def test_dynamic_batch(resnets):
     explainer, _ = build_explainer(path, preset("paper", hq_levels=8))
     sess = session(explainer)
     x = image_batch(8, seed=9)
-    single = [sess.run(["relevance_map"], {"input": x[i:i + 1]})[0][0] for i in range(8)]
+    single = [sess.run(["relevance_map"], predicted_targets(sess, {"input": x[i:i + 1]}))[0][0] for i in range(8)]
     for n in (1, 3, 8):
-        (rmap,) = sess.run(["relevance_map"], {"input": x[:n]})
+        (rmap,) = sess.run(["relevance_map"], predicted_targets(sess, {"input": x[:n]}))
         assert rmap.shape == (n, 224, 224)
         for i in range(n):
             assert np.abs(rmap[i] - single[i]).max() <= 1e-5 * np.abs(single[i]).max()

@@ -193,6 +193,7 @@ def main(argv=None):
     from lrpgraph.driver import build_explainer, save_model
     from lrpgraph.float16 import to_float16
     from lrpgraph.load import canonicalise, load_model
+    from lrpgraph.session import predicted_targets
 
     device = "cuda" if args.provider == "cuda" else "cpu"
     if device == "cuda" and hasattr(ort, "preload_dlls"):
@@ -251,9 +252,13 @@ def main(argv=None):
 
     def ort_runner(sess, outputs, x):
         if device == "cpu":
-            return lambda: sess.run(outputs, {"input": x})
+            feeds = predicted_targets(sess, {"input": x})
+            return lambda: sess.run(outputs, feeds)
         binding = sess.io_binding()
         binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        for name, value in predicted_targets(sess, {"input": x}).items():
+            if name != "input":
+                binding.bind_cpu_input(name, value)
         for name in outputs:
             binding.bind_output(name, "cuda")
         return lambda: sess.run_with_iobinding(binding)
@@ -346,12 +351,14 @@ def main(argv=None):
         time_pending()
         if device == "cuda" and n == args.batches[0]:
             cpu = ort.InferenceSession(lrp_path, opts, providers=["CPUExecutionProvider"])
-            a = cpu.run(["relevance_map"], {"input": x})[0]
-            b = session(lrp_path).run(["relevance_map"], {"input": x})[0]
+            a = cpu.run(["relevance_map"], predicted_targets(cpu, {"input": x}))[0]
+            gpu = session(lrp_path)
+            b = gpu.run(["relevance_map"], predicted_targets(gpu, {"input": x}))[0]
             checks.append(f"CUDA vs CPU explainer, batch {n}: max |diff| / max |cpu| = "
                           f"{np.abs(a - b).max() / np.abs(a).max():.2e}")
             if half_paths:
-                c = session(half_paths["lrp"]).run(["relevance_map"], {"input": x})[0]
+                half = session(half_paths["lrp"])
+                c = half.run(["relevance_map"], predicted_targets(half, {"input": x}))[0]
                 checks.append(f"CUDA float16 vs CPU float32 explainer, batch {n}: max |diff| / max |cpu| = "
                               f"{np.abs(a - c).max() / np.abs(a).max():.2e}, correlation "
                               f"{np.corrcoef(a.ravel(), c.ravel())[0, 1]:.5f}, finite: {bool(np.isfinite(c).all())}")

@@ -90,14 +90,16 @@ def fuzz_one(model, x, tallies, maxpool):
     from conftest import session  # the CPU sessions users get
     from lrpgraph import LrpGraphError, preset
     from lrpgraph.driver import build_explainer
+    from lrpgraph.session import predicted_targets
 
     try:
         explainer, _ = build_explainer(model, preset("paper", maxpool=maxpool, conservation=True))
     except LrpGraphError as exc:
         tallies["build_failed"][str(exc).splitlines()[-1][:90] if "\n" in str(exc) else str(exc)[:90]] += 1
         return
+    sess = session(explainer)
     out = dict(zip(["logits", "relevance_map", "relsum/start"],
-                   session(explainer).run(["logits", "relevance_map", "relsum/start"], {"input": x})))
+                   sess.run(["logits", "relevance_map", "relsum/start"], predicted_targets(sess, {"input": x}))))
     forward = session(model.SerializeToString()).run(None, {"input": x})[0]
     finite = np.isfinite(out["logits"]).all(1)
     tallies["explanations"] += len(x)

@@ -80,15 +80,18 @@ def export(net, path, size):
 
 def timing(forward, explainer, x, rounds=3):
     """(forward seconds, explainer seconds) per batch, medians of alternating rounds."""
+    from lrpgraph.session import predicted_targets
+
     times = {"f": [], "e": []}
     feeds = {forward.get_inputs()[0].name: x}
-    forward.run(None, feeds), explainer.run(["relevance_map"], {"input": x})  # warm up
+    explained = predicted_targets(explainer, {"input": x})
+    forward.run(None, feeds), explainer.run(["relevance_map"], explained)  # warm up
     for _ in range(rounds):
         t = time.perf_counter()
         forward.run(None, feeds)
         times["f"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        explainer.run(["relevance_map"], {"input": x})
+        explainer.run(["relevance_map"], explained)
         times["e"].append(time.perf_counter() - t)
     return statistics.median(times["f"]), statistics.median(times["e"])
 
@@ -102,7 +105,7 @@ def measure(name, n_photos, composites, folder=PHOTOS, batch=8):
 
     from lrpgraph import UnsupportedOpsError, preset
     from lrpgraph.driver import build_explainer, inspect
-    from lrpgraph.session import open_model
+    from lrpgraph.session import open_model, predicted_targets
 
     size = SIZES.get(name, 224)
     x = photos(max(n_photos, batch), size, folder)
@@ -131,7 +134,8 @@ def measure(name, n_photos, composites, folder=PHOTOS, batch=8):
             entry = {"build_s": round(time.perf_counter() - t, 2)}
             session = open_model(model, "cpu")
             out = dict(zip(["logits", "relevance_map", "target_used"],
-                           session.run(["logits", "relevance_map", "target_used"], {"input": x[:n_photos]})))
+                           session.run(["logits", "relevance_map", "target_used"],
+                                       predicted_targets(session, {"input": x[:n_photos]}))))
             probs = torch.softmax(torch.from_numpy(ref).double(), 1).numpy()
             start = probs[np.arange(n_photos), out["target_used"]]
             entry["logits_rel"] = _rel(out["logits"], ref)
