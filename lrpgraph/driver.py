@@ -139,9 +139,12 @@ def _export(graph, outputs, forward, config, start) -> onnx.ModelProto:
     graph.outputs = outputs
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = gs.export_onnx(graph, do_type_check=False)
-    out.ir_version = forward.ir_version
     del out.opset_import[:]
     out.opset_import.extend(forward.opset_import)
+    # the oldest IR version the opsets allow: a model saved by the newest onnx (IR 13)
+    # is refused by runtimes a release behind (onnxruntime-web 1.30 reads up to IR 11)
+    lowest = onnx.helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True)
+    out.ir_version = min(forward.ir_version, max(lowest, 8))
     if config.target_input and config.targets is None:
         target_input(out.graph, start.given.name)
     elif config.target_input:

@@ -29,6 +29,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 NODE_RUNNER = ROOT / "lrpgraph" / "web" / "run_node.mjs"
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
+# What an explainer may hold: every op the relevance graphs of lrpgraph's methods emit
+# (measured over ResNet50, EfficientNet-Lite0, GoogLeNet, SqueezeNet, ShuffleNet and a
+# TF-'same' padding net, every method and output option) and the forward ops of the model
+# families it explains. ORT-web (wasm) and OpenVINO CPU run them all (tests/test_runtimes.py);
+# TensorRT's matrix lists every one (docs/RUNTIMES.md). Score-CAM alone adds a Scan.
+PORTABLE_OPS = frozenset({
+    "Abs", "Add", "And", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Equal", "Expand", "Flatten", "Floor", "Gather",
+    "GatherElements", "Gemm", "GlobalAveragePool", "Greater", "GreaterOrEqual", "Identity", "Less", "MaxPool",
+    "Min", "Mul", "Pad", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize",
+    "ScatterElements", "Shape", "Size", "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tile", "TopK", "Transpose",
+    "Unsqueeze", "Where",
+    # forward ops of the CNN families (docs/COVERAGE.md) that the relevance graph keeps
+    "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "LeakyRelu", "PRelu", "Elu", "Softplus", "Gelu",
+    "LayerNormalization", "MatMul", "Max", "Pow", "Neg", "Exp", "Squeeze",
+})
 COMPARED = ("logits", "relevance_map", "relevance_maps", "target_used", "targets_used")
 
 
@@ -89,7 +105,7 @@ def ort_web(path, feeds, rounds, threads=None):
         result = json.loads(Path(folder, "result.json").read_text())
         outputs = {name: np.fromfile(os.path.join(folder, o["file"]), dtype=o["dtype"]).reshape(o["dims"])
                    for name, o in result["outputs"].items()}
-    return outputs, statistics.median(result["seconds"])
+    return outputs, statistics.median(result["seconds"]) if result["seconds"] else float("nan")
 
 
 RUNTIMES = {"ort": ort_cpu, "web": ort_web, "openvino": openvino_cpu, "reference": reference}
