@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+import onnx
+
 from .errors import LrpGraphError
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -51,12 +53,14 @@ def page_config(model_path: str) -> dict:
         raise LrpGraphError(f"{model_path}: built with --targets {ex.k}; the page explains one class at a time: "
                             "build the explainer without --targets")
     style = Style.for_method(ex.config.get("method"))
+    composite = onnx.load(model_path, load_external_data=False).metadata_props
+    composite = next((p.value for p in composite if p.key == "lrpgraph.composite"), None)
     from matplotlib import colormaps
 
     lut = (colormaps[style.cmap](range(256))[:, :3] * 255).round().astype(int).tolist()
     return {"preprocess": ex.preprocess.__dict__ | {"mean": list(ex.preprocess.mean), "std": list(ex.preprocess.std)},
             "input": ex.input_name, "input_shape": [d if isinstance(d, int) else None for d in ex.input_shape],
-            "takes_target": ex.takes_target, "softmax_head": ex.softmax_head, "method": ex.config.get("method"),
+            "takes_target": ex.takes_target, "softmax_head": ex.softmax_head, "method": ex.config.get("method"), "composite": composite,
             "classes": ex.class_names or [f"class {i}" for i in range(ex.num_classes or 0)],
             "colormap": {"name": style.cmap, "diverging": style.diverging, "lut": lut, "alpha": style.alpha},
             "model": os.path.basename(model_path), "model_bytes": os.path.getsize(model_path)}

@@ -180,6 +180,8 @@ function blended() {
   return out;
 }
 
+window.lrpgraphBlended = blended;
+
 function drawColorbar(cmap, lo, hi) {
   const bar = $("colorbar"), ctx = bar.getContext("2d"), img = ctx.createImageData(256, 1);
   cmap.lut.forEach((rgb, i) => img.data.set([...rgb, 255], i * 4));
@@ -252,7 +254,7 @@ async function takePhoto(file) {
 
 async function start() {
   config = await (await fetch("explainer.json")).json();
-  $("about").textContent = `${config.model}: ${config.method}, ${config.preprocess.size} px, ${config.classes.length} classes. ` +
+  $("about").textContent = `${config.model}: ${config.method}${config.composite ? ` (${config.composite} composite)` : ""}, ${config.preprocess.size} px, ${config.classes.length} classes. ` +
     "Photos are read and explained in this browser; nothing is uploaded.";
   $("opacity").value = config.colormap.alpha;
   $("cmapname").textContent = `(${config.colormap.name})`;
