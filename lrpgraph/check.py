@@ -77,6 +77,10 @@ def check(model_path, images=(), random=4, tolerance=1e-3, config: Config = Conf
 
     model = _explainer(load_model(model_path), config)
     ex = Explainer(model, provider=provider)  # in memory: no file written
+    if "relsum/input" not in ex.outputs:
+        raise LrpGraphError(f"{model_path}: a {ex.config.get('method')} explainer: its map is a weighted feature "
+                            "map, not relevance carried to the pixels, so there is no conservation to check; "
+                            "check the model with an LRP method (--method lrp)")
     out = ex.run(_inputs(ex, images, random, seed), names=ex.outputs)
     ops = {n.name: n.op_type for n in model.graph.node}
     layers = []

@@ -104,7 +104,8 @@ def _conservation(out, start, probes, relevance, start_sum):
         add(out.float32(r_out, 1), f"relsum/{node.name}/out")
         r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
         add(out.float32(add_all(e, r_in), 1), f"relsum/{node.name}/in")
-    add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input")
+    if relevance is not None:  # the CAMs stop at their feature map: nothing reaches the image
+        add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input")
 
 
 def heat_quantize(e, alpha, levels: int):

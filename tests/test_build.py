@@ -348,3 +348,17 @@ def test_inspect_lists_what_matched_and_what_did_not(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lrpgraph", "inspect", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "unsupported: 2 node(s)" in proc.stdout and "Sin" in proc.stdout and "Gemm" in proc.stdout
+
+
+def test_cam_explainer_with_conservation_builds_and_check_says_why_not(resnets, tmp_path):
+    """Grad-CAM's pass stops at its feature map: --conservation gives the sums down to it,
+    no relsum/input, and check refuses the explainer with one reason, not a KeyError."""
+    from lrpgraph.check import check
+
+    _, path = resnets["resnet18"]
+    explainer, _ = build_explainer(path, preset(method="gradcam", conservation=True))
+    names = [o.name for o in explainer.graph.output]
+    assert "relsum/start" in names and "relsum/input" not in names
+    save_model(explainer, tmp_path / "cam.lrp.onnx")
+    with pytest.raises(LrpGraphError, match="no conservation to check"):
+        check(str(tmp_path / "cam.lrp.onnx"))
