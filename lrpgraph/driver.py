@@ -31,6 +31,7 @@ from .match import GraphFacts, assign_rules, layout
 from .methods import Pass
 from .methods import method as get_method
 from .outputs import assemble
+from .rules import qdq
 from .start import start_relevance, target_input
 
 # Above this the protobuf limit forces weights into an external data file.
@@ -180,11 +181,12 @@ def _check(out) -> None:
 
 class InspectReport(tuple):
     """(rules [(node, op, rule)], skip-merge kinds {kind: count}, unsupported [(node, op,
-    reason)], layout), unpackable as before, and ``composite``: the rule set's name."""
+    reason)], layout), unpackable as before, ``composite``: the rule set's name, and
+    ``quantized``: a QDQ model's Q/DQ counts and recovered Relus (rules/qdq.py), or None."""
 
-    def __new__(cls, rules, merges, problems, layout_name, composite):
+    def __new__(cls, rules, merges, problems, layout_name, composite, quantized=None):
         report = super().__new__(cls, (rules, merges, problems, layout_name))
-        report.composite = composite
+        report.composite, report.quantized = composite, quantized
         return report
 
 
@@ -198,7 +200,7 @@ def inspect(model, config: Config = Config(), output_name=None, size=None):
     matches = assign_rules(facts, composite, problems=problems)
     kinds = Counter(facts.merges[m.node.name].kind for m in matches if m.node.name in facts.merges)
     return (InspectReport([(m.node.name, m.node.op, m.note) for m in matches], dict(kinds), problems,
-                          layout(facts)[1], composite.name))
+                          layout(facts)[1], composite.name, qdq.quantization(facts)))
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike,

@@ -15,10 +15,11 @@ from . import reshape, transpose
 from . import pad
 from . import concat
 from . import activations, layernorm, mul, slice
+from . import qdq
 from .base import Rule
 
 MODULES = (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean, reshape,
-           transpose, pad, concat, activations, layernorm, mul, slice)
+           transpose, pad, concat, activations, layernorm, mul, slice, qdq)
 
 
 def family(name: str) -> dict[str, Rule]:
