@@ -116,7 +116,7 @@ def cmd_inspect(args):
         after = ", ".join(p for _, p in q["recovered_relus"][:6]) + (" ..." if len(q["recovered_relus"]) > 6 else "")
         print(f"quantized (QDQ): {q['quantize']} QuantizeLinear, {q['dequantize']} DequantizeLinear; the forward "
               f"stays quantized, relevance runs in float32 on the dequantized tensors; Relus recovered from the "
-              f"uint8 clamp: {len(q['recovered_relus'])}" + (f" (after {after})" if after else ""))
+              f"grid's clamp at 0: {len(q['recovered_relus'])}" + (f" (after {after})" if after else ""))
     if not problems:
         print("unsupported: none")
         return 0

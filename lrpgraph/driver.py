@@ -128,6 +128,9 @@ def _forward_model(model, half: bool, size=None):
         model = load_model(source)
     ops_before = Counter(n.op_type for n in model.graph.node)
     forward = canonicalise(model, size=size)
+    if half and any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in forward.graph.node):
+        raise LrpGraphError(f"{source}: an int8 (QDQ) model; its explainer runs the relevance pass in float32 "
+                            "on the dequantized tensors: build it without --dtype float16")
     return source, to_float16(forward) if half else forward, ops_before
 
 

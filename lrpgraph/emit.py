@@ -88,11 +88,19 @@ class Emitter:
         where it reads anything else): the same values in a tensor no other node reads."""
         if isinstance(t, gs.Constant):
             return self.const(t.values.copy(), t.name.rsplit("/", 1)[-1] + "_copy")
-        if id(t) not in self._constant or len(t.inputs[0].outputs) != 1:
+        node = t.inputs[0] if t.inputs else None
+        if node is None or len(node.outputs) != 1 or not self._from_constants(t):
             return t
-        node = t.inputs[0]
         ins = [None if i.is_empty() else self.copy_of_constant(i) for i in node.inputs]
         return self.op(node.op, ins, dict(node.attrs), hint=node.name.rsplit("/", 1)[-1] + "_copy")
+
+    def _from_constants(self, t) -> bool:
+        """Computed from initializers alone: by this emitter, or in the forward graph (a
+        DequantizeLinear of int8 weights)."""
+        if isinstance(t, gs.Constant) or t.is_empty() or id(t) in self._constant:
+            return True
+        node = t.inputs[0] if t.inputs else None
+        return node is not None and node.op not in _SHAPE_OPS and all(map(self._from_constants, node.inputs))
 
     def _has_rows(self, t) -> bool:
         """A tensor of the forward pass over N rows, or a shape read off one (not stacked,

@@ -15,6 +15,7 @@ import functools
 import http.server
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 import onnx
@@ -48,13 +49,19 @@ def page_config(model_path: str) -> dict:
     from .explain import Explainer
     from .heatmaps import Style
 
+    if any(t.data_location == onnx.TensorProto.EXTERNAL
+           for t in onnx.load(model_path, load_external_data=False).graph.initializer):
+        raise LrpGraphError(f"{model_path}: its weights are in a separate .data file, which the page cannot load "
+                            "(onnxruntime-web needs one file; such models are over 2 GB, too large for a browser)")
     ex = Explainer(model_path, provider="cpu")
     if ex.k:
         raise LrpGraphError(f"{model_path}: built with --targets {ex.k}; the page explains one class at a time: "
                             "build the explainer without --targets")
+    if isinstance(ex.input_shape[0], int) and ex.input_shape[0] != 1:
+        raise LrpGraphError(f"{model_path}: its batch is fixed at {ex.input_shape[0]}; the page explains one photo "
+                            "at a time: export the model with a dynamic batch (or batch 1) and rebuild")
     style = Style.for_method(ex.config.get("method"))
-    composite = onnx.load(model_path, load_external_data=False).metadata_props
-    composite = next((p.value for p in composite if p.key == "lrpgraph.composite"), None)
+    composite = ex.session.get_modelmeta().custom_metadata_map.get("lrpgraph.composite")
     from matplotlib import colormaps
 
     lut = (colormaps[style.cmap](range(256))[:, :3] * 255).round().astype(int).tolist()
@@ -86,8 +93,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if clean == "/explainer.onnx":
             return self.model
         if clean.startswith("/ort/"):
-            name = Path(clean[5:]).name  # one flat folder: no way out of it
-            return str(self.ort_dir / name)
+            name = Path(urllib.parse.unquote(clean[5:])).name  # one flat folder: no way out of it
+            return str(self.ort_dir / name) if name not in ("", ".", "..") else str(self.ort_dir / "missing")
         return super().translate_path(path)
 
     def do_GET(self):
@@ -108,9 +115,9 @@ def make_server(model_path: str, host: str = "127.0.0.1", port: int = 8000, ort_
     """The server (not yet serving): ``server.serve_forever()``; port 0 picks a free one."""
     if not os.path.isfile(model_path):
         raise LrpGraphError(f"{model_path}: no such file; build one with: lrpgraph build MODEL.onnx")
+    ort_dir = find_ort_web(ort_web)
     config = json.dumps(page_config(model_path)).encode()
-    handler = functools.partial(_Handler, model=os.path.abspath(model_path), config=config,
-                                ort_dir=find_ort_web(ort_web))
+    handler = functools.partial(_Handler, model=os.path.abspath(model_path), config=config, ort_dir=ort_dir)
     try:
         return http.server.ThreadingHTTPServer((host, port), handler)
     except OSError as exc:

@@ -72,7 +72,8 @@ def predicted_targets(session, feeds: dict) -> dict:
     the explainer takes one and none is given: the portable explainer's target is a plain
     input that every runtime requires (start.target_input)."""
     n = len(next(iter(feeds.values())))
-    missing = [i for i in session.get_inputs() if i.name in ("target", "targets") and i.name not in feeds]
+    missing = [i for i in session.get_inputs() if i.name in ("target", "targets") and i.name not in feeds
+               and not i.type.startswith("optional")]  # built before target became plain
     return {**feeds, **{i.name: np.full((n, *i.shape[1:]), -1, np.int64) for i in missing}}
 
 

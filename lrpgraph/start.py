@@ -37,7 +37,7 @@ def start_relevance(e, facts, kind: str, scores=None, repeat=None, targets=None)
     classes = class_count(head)
     scores = head if scores is None else scores
     chosen, given, rows = (_top_k(e, scores, targets) if targets is not None else _top_1(e, scores))
-    # Equal against 0..classes-1, not OneHot: TensorRT's parser has no OneHot
+    # Equal against 0..classes-1, not OneHot: TensorRT's 8.x parsers have no OneHot
     hit = e.op("Equal", [e.op("Unsqueeze", [rows, np.array([1], np.int64)]), np.arange(classes, dtype=np.int64)])
     onehot = e.op("Cast", [hit], {"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(e.dtype))}, hint="onehot")
     if repeat:  # one row per path point of each image (IG)

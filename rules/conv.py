@@ -103,7 +103,8 @@ def _conv_transpose(e, s, w, tattrs):
     """ConvTranspose on its own copy of the weights: OpenVINO's CPU plugin (2026.4) gives
     wrong numbers for a ConvTranspose whose square C x C x k x k weight tensor a Conv also
     reads, as the forward conv (or z+'s) does here (docs/RUNTIMES.md: the reproduction).
-    The copy costs this layer's weights once more in the file."""
+    The copy costs this layer's weights once more in the file; it is made whatever the
+    weight's shape, since which shared constants OpenVINO confuses is its internal matter."""
     return e.op("ConvTranspose", [s, e.copy_of_constant(w)], tattrs, hint="c")
 
 

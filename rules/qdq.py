@@ -16,6 +16,7 @@ and ``output_non_negative`` says so, as for the Relu it was.
 """
 
 import numpy as np
+import onnx
 
 from .base import Rule, SignKeeping
 
@@ -31,7 +32,20 @@ def grid(node, facts):
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         zero = facts.const_value(node.inputs[2])
         return None if zero is None else (scale, zero)
-    return scale, np.zeros((), np.uint8)  # the default: uint8, zero point 0
+    # no zero point: 0 of opset 21's output_dtype, uint8 by default
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(node.attrs.get("output_dtype", 0) or onnx.TensorProto.UINT8)
+    return scale, np.zeros((), dtype)
+
+
+def grid_problem(node, facts):
+    """Why a Q/DQ cannot be explained here, or None."""
+    found = grid(node, facts)
+    if found is None:
+        return "a scale or zero point computed at run time"
+    if np.asarray(found[1]).dtype not in _RANGE:
+        return (f"a {np.asarray(found[1]).dtype} grid (int4/uint4/float8 are not supported; "
+                "quantize to int8/uint8 QDQ)")
+    return None
 
 
 def clamps_at_zero(node, facts) -> bool:
@@ -59,6 +73,9 @@ class QDQPass(SignKeeping, Rule):
     families = ("lrp", "epsilon")
     role = "activation"
 
+    def check(self, node, facts):
+        return grid_problem(node, facts)
+
     def describe(self, node, facts):
         return "pass (recovered Relu)" if clamps_at_zero(node, facts) else "pass"
 
@@ -76,14 +93,13 @@ class QDQGradient(QDQPass):
     Q's (the pair is one fake-quantization step): DQ passes, Q masks."""
 
     families = ("gradient",)
-
-    def check(self, node, facts):
-        if node.op == "QuantizeLinear" and grid(node, facts) is None:
-            return "a QuantizeLinear whose scale or zero point is computed at run time"
-        return None
+    params = ("guided",)
+    guided = False  # Guided Backprop: negative gradients stop at the recovered Relus too
 
     def describe(self, node, facts):
-        return "straight-through gradient" + (" (recovered Relu)" if clamps_at_zero(node, facts) else "")
+        relu = clamps_at_zero(node, facts)
+        return ("guided " if relu and self.guided else "") + "straight-through gradient" + \
+            (" (recovered Relu)" if relu else "")
 
     def emit(self, node, grad, e, facts):
         if node.op == "DequantizeLinear":
@@ -92,16 +108,19 @@ class QDQGradient(QDQPass):
         lo, hi = _RANGE[np.asarray(zero).dtype]
         axis = int(node.attrs.get("axis", 1))
         x = node.inputs[0]
-        rank = len(x.shape) if x.shape is not None else 4
-        shape = [1] * rank
-        if np.asarray(scale).size > 1:  # per-channel along ``axis``
+        shape = []
+        if np.asarray(scale).size > 1:  # per-channel along ``axis``: needs the rank
+            shape = [1] * (1 + len(facts.static_shape(x, "the quantized tensor", node)))
             shape[axis] = -1
         scale = np.asarray(scale, np.float64).reshape(shape)
         zero = np.asarray(zero, np.float64).reshape(shape)
         low = e.const(((lo - zero) * scale).astype(e.dtype), "q_low")
         high = e.const(((hi - zero) * scale).astype(e.dtype), "q_high")
         inside = e.op("And", [e.op("Greater", [x, low]), e.op("Less", [x, high])], hint="unclamped")
-        return {0: e.op("Where", [inside, grad, e.scalar(0.0)], hint="g_in")}
+        g = e.op("Where", [inside, grad, e.scalar(0.0)], hint="g_in")
+        if self.guided and clamps_at_zero(node, facts):
+            g = e.op("Relu", [g], hint="g_guided")
+        return {0: g}
 
 
 RULES = [QDQPass(), QDQGradient()]

@@ -4,6 +4,7 @@ on real photos. The explainer's logits are the QDQ model's; its maps stay close 
 model's explainer (the same target), which is what a user comparing the two would see."""
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from scipy.stats import spearmanr
@@ -69,5 +70,8 @@ def test_quantized_explainer_saves_and_the_inspect_cli_says_quantized(quantized,
     _, qdq = quantized["resnet18"]
     explainer, _ = build_explainer(qdq)
     save_model(explainer, tmp_path / "q.lrp.onnx")
+    saved = onnx.load(str(tmp_path / "q.lrp.onnx"))
+    onnx.checker.check_model(saved)
+    assert sum(n.op_type == "QuantizeLinear" for n in saved.graph.node) >= 20  # the forward stays int8
     done = subprocess.run([sys.executable, "-m", "lrpgraph", "inspect", qdq], capture_output=True, text=True)
     assert done.returncode == 0 and "quantized (QDQ)" in done.stdout and "Relus recovered" in done.stdout

@@ -86,3 +86,26 @@ def test_resnet18_explainer_agrees_on_web_and_openvino(resnets, tmp_path):
     out = tmp_path / "r18.lrp.onnx"
     onnx.save(explainer, out)
     assert_agree(compare(out, feeds_for(image_batch(2, seed=8)), ("web", "openvino"), rounds=0))
+
+
+def test_a_quantized_net_agrees_on_every_runtime(tmp_path):
+    """The weight copy also reaches a ConvTranspose whose square weight is a DequantizeLinear
+    of int8 initializers (a QDQ model's), and Q/DQ run alike everywhere."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    onnx.save(square_strided_net(), tmp_path / "float.onnx")
+    batches = iter([{"input": image_batch(1, size=32, seed=s)} for s in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True)
+    explainer, _ = build_explainer(str(tmp_path / "qdq.onnx"), preset("paper"))
+    transposed = [n for n in explainer.graph.node if n.op_type == "ConvTranspose"]
+    conv_weights = {n.input[1] for n in explainer.graph.node if n.op_type == "Conv"}
+    assert transposed and not {n.input[1] for n in transposed} & conv_weights
+    onnx.save(explainer, tmp_path / "qdq.lrp.onnx")
+    assert_agree(compare(tmp_path / "qdq.lrp.onnx", feeds_for(image_batch(3, size=32, seed=9)),
+                         ("web", "openvino"), rounds=0))

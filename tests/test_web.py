@@ -3,6 +3,7 @@ chromium-driver, driven by Selenium): a real photo in, the prediction and the he
 both checked against Python ORT on the same explainer; the page's preprocessing against
 lrpgraph.preprocess; its picture against lrpgraph.heatmaps."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -25,13 +26,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-@pytest.fixture(scope="module")
-def page(effnet):
-    """The page served for the EfficientNet-Lite0 explainer, open in headless Chromium."""
+@contextlib.contextmanager
+def opened(explainer):
+    """The page served for ``explainer``, open in headless Chromium, ready."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    server = make_server(effnet[1], port=0)
+    server = make_server(explainer, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -41,11 +42,18 @@ def page(effnet):
     try:
         driver.get(f"http://127.0.0.1:{server.server_address[1]}/")
         wait(driver, "window.lrpgraph && (lrpgraph.ready || lrpgraph.error)")
-        yield driver, Explainer(effnet[1], provider="cpu")
+        yield driver
     finally:
         driver.quit()
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def page(effnet):
+    """The page for the real EfficientNet-Lite0 explainer."""
+    with opened(effnet[1]) as driver:
+        yield driver, Explainer(effnet[1], provider="cpu")
 
 
 def wait(driver, condition, seconds=120):
@@ -110,12 +118,42 @@ def test_clicking_a_class_explains_that_class(page):
     assert "chosen" in driver.find_element(By.CSS_SELECTOR, f"#top5 button[data-cls='{second}']").get_attribute("class")
 
 
-def test_serve_refuses_what_it_cannot_serve(tmp_path, resnets):
+def test_page_follows_the_explainers_own_size(tmp_path):
+    """A 32 px model with its own resize: the page crops, feeds and draws at 32 px; and a
+    512 x 769 picture, whose long side resizes to 384.5: Python's round() gives 384."""
+    from selenium.webdriver.common.by import By
+
+    from lrpgraph import preset
+    from lrpgraph.config import Preprocess
+    from lrpgraph.driver import build_explainer, save_model
+    from test_runtimes import square_strided_net
+
+    from PIL import Image
+
+    pre = Preprocess(size=32, resize=256)
+    awkward = tmp_path / "awkward.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (769, 512, 3), dtype=np.uint8)).save(awkward)
+    explainer, _ = build_explainer(square_strided_net(), preset("paper"), preprocess=pre)
+    save_model(explainer, tmp_path / "tiny.lrp.onnx")
+    ex = Explainer(str(tmp_path / "tiny.lrp.onnx"), provider="cpu")
+    with opened(str(tmp_path / "tiny.lrp.onnx")) as driver:
+        for photo in (PHOTO, awkward):
+            driver.find_element(By.ID, "file").send_keys(str(photo))
+            wait(driver, f"lrpgraph.last && lrpgraph.last.name === {photo.name!r} && !lrpgraph.busy")
+            got = last(driver)
+            assert driver.execute_script("return document.getElementById('heat').width") == 32
+            x, picture = prepare(photo, pre)
+            np.testing.assert_array_equal(got["picture"].reshape(picture.shape), picture)
+            ref = ex.run(x[None])["relevance_map"][0]
+            assert np.abs(got["map"].reshape(ref.shape) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_serve_refuses_what_it_cannot_serve(tmp_path, resnets, effnet):
     cli = [sys.executable, "-m", "lrpgraph", "serve"]
     done = subprocess.run(cli + [str(tmp_path / "missing.onnx")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no such file" in done.stderr and "lrpgraph build" in done.stderr
     _, model = resnets["resnet18"]  # a model, not an explainer
     done = subprocess.run(cli + [model], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "not an lrpgraph explainer" in done.stderr
-    done = subprocess.run(cli + [model, "--ort-web", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.count("error") == 1
+    done = subprocess.run(cli + [effnet[1], "--ort-web", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--ort-web" in done.stderr and done.stderr.count("error") == 1

@@ -7,9 +7,9 @@ Agreement: top-1 of the QDQ model vs the float model; the Spearman rank correlat
 photo between the QDQ explainer's map and the float explainer's map for the same target
 (the QDQ model's prediction): median and worst. Cost, in one run with alternating rounds
 (medians of 3, batch ``--batch``, ORT CPU): QDQ explainer / QDQ forward, QDQ explainer /
-float explainer, float explainer / float forward. Photos: every (800 / n)-th of
-../shared/data/imagenet-sample, starting at the 10th (the calibration of tools/quantize.py
-takes the first 32).
+float explainer, float explainer / float forward. Photos: every (760 // n)-th of
+../shared/data/imagenet-sample from the 41st on (the calibration of tools/quantize.py takes
+the first 32).
 """
 
 from __future__ import annotations

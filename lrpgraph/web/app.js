@@ -90,12 +90,18 @@ function resample(src, w, h, outW, outH) {
   return img;
 }
 
+function roundHalfEven(v) {
+  // Python's round(), which lrpgraph.preprocess.crop uses for the resized sides
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
 function cropped(rgb, w, h, pre) {
   // lrpgraph.preprocess.crop: the square picture the heatmap lies on (RGB, size x size)
   const size = pre.size, out = new Uint8ClampedArray(size * size * 3);
   if (pre.fit === "pad") {
     const scale = size / Math.max(w, h);
-    const rw = Math.max(1, Math.round(w * scale)), rh = Math.max(1, Math.round(h * scale));
+    const rw = Math.max(1, roundHalfEven(w * scale)), rh = Math.max(1, roundHalfEven(h * scale));
     const small = resample(rgb, w, h, rw, rh), left = Math.floor((size - rw) / 2), top = Math.floor((size - rh) / 2);
     for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.round(255 * pre.mean[c]);
     for (let y = 0; y < rh; y++) for (let x = 0; x < rw; x++) for (let c = 0; c < 3; c++)
@@ -103,7 +109,7 @@ function cropped(rgb, w, h, pre) {
     return out;
   }
   const scale = pre.resize / Math.min(w, h);
-  const rw = Math.max(size, Math.round(w * scale)), rh = Math.max(size, Math.round(h * scale));
+  const rw = Math.max(size, roundHalfEven(w * scale)), rh = Math.max(size, roundHalfEven(h * scale));
   const big = resample(rgb, w, h, rw, rh), left = Math.floor((rw - size) / 2), top = Math.floor((rh - size) / 2);
   for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) for (let c = 0; c < 3; c++)
     out[(y * size + x) * 3 + c] = big[((y + top) * rw + x + left) * 3 + c];
@@ -257,6 +263,7 @@ async function start() {
   $("about").textContent = `${config.model}: ${config.method}${config.composite ? ` (${config.composite} composite)` : ""}, ${config.preprocess.size} px, ${config.classes.length} classes. ` +
     "Photos are read and explained in this browser; nothing is uploaded.";
   $("opacity").value = config.colormap.alpha;
+  for (const id of ["photo", "heat"]) $(id).width = $(id).height = config.preprocess.size;
   $("cmapname").textContent = `(${config.colormap.name})`;
   status("loading onnxruntime-web…");
   ort = await import("./ort/ort.webgpu.min.mjs");

@@ -7,6 +7,7 @@ masked where the clamp saturates)."""
 
 import numpy as np
 import onnx
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -16,7 +17,7 @@ from tiny import CLASSES, assert_close, explain, head_relevance
 S_X, S_1, S_2 = 1 / 255, 0.02, 0.03  # the grids of the input and the two conv outputs
 
 
-def _qdq_model(seed=0):
+def _qdq_model(seed=0, z1=np.uint8(0)):
     rng = np.random.default_rng(seed)
     # 7-bit weights, as quantize_static(reduce_range=True) makes them: ORT's u8s8 conv kernel
     # without VNNI sums pairs of u8*s8 products in int16, which saturates for full-range int8
@@ -30,7 +31,7 @@ def _qdq_model(seed=0):
     <ir_version: 8, opset_import: ["" : 17]>
     g (float[N, 3, 8, 8] x) => (float[N, {CLASSES}] y)
       <int8[4, 3, 3, 3] w1q, float[4] w1s, int8[4] w1z, int8[6, 4, 3, 3] w2q, float[6] w2s, int8[6] w2z,
-       float[{CLASSES}, 96] fw, float sx, uint8 zx, float s1, uint8 z1, float s2, uint8 z2> {{
+       float[{CLASSES}, 96] fw, float sx, uint8 zx, float s1, {np.asarray(z1).dtype} z1, float s2, uint8 z2> {{
         xq = QuantizeLinear (x, sx, zx)
         xd = DequantizeLinear (xq, sx, zx)
         w1 = DequantizeLinear <axis = 0> (w1q, w1s, w1z)
@@ -47,7 +48,7 @@ def _qdq_model(seed=0):
     """
     m = onnx.parser.parse_model(text)
     values = {"w1q": w1, "w1s": s1, "w1z": np.zeros(4, np.int8), "w2q": w2, "w2s": s2, "w2z": np.zeros(6, np.int8),
-              "fw": fw, "sx": np.float32(S_X), "zx": np.uint8(0), "s1": np.float32(S_1), "z1": np.uint8(0),
+              "fw": fw, "sx": np.float32(S_X), "zx": np.uint8(0), "s1": np.float32(S_1), "z1": z1,
               "s2": np.float32(S_2), "z2": np.uint8(0)}
     for name, v in values.items():
         m.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(v), name))
@@ -62,27 +63,28 @@ class _FakeQuant(torch.autograd.Function):
     t in (-scale/2, 0], which rounds to the grid's 0: not the Relu's mask.)"""
 
     @staticmethod
-    def forward(ctx, t, scale):
+    def forward(ctx, t, scale, guided):
         ctx.save_for_backward(t)
-        ctx.high = 255 * scale
+        ctx.high, ctx.guided = 255 * scale, guided
         return torch.fake_quantize_per_tensor_affine(t, scale, 0, 0, 255)
 
     @staticmethod
     def backward(ctx, grad):
         (t,) = ctx.saved_tensors
-        return grad * ((t > 0) & (t < ctx.high)), None
+        g = grad * ((t > 0) & (t < ctx.high))
+        return (g.clamp(min=0) if ctx.guided else g), None, None  # Guided Backprop at a Relu
 
 
-def _fake_quant(t, scale):
-    return _FakeQuant.apply(t, scale)
+def _fake_quant(t, scale, guided=False):
+    return _FakeQuant.apply(t, scale, guided)
 
 
-def _forward(x, weights, fw):
+def _forward(x, weights, fw, guided=False):
     """The quantized model by hand, float64 after each rounding step: (xd, a1, h, y)."""
     w1, w2 = (torch.from_numpy(w).double() for w in weights)
-    xd = _fake_quant(x.float(), S_X).double()
-    a1 = _fake_quant(F.conv2d(xd, w1, padding=1).float(), S_1).double()
-    h = _fake_quant(F.conv2d(a1, w2, stride=2, padding=1).float(), S_2).double()
+    xd = _fake_quant(x.float(), S_X, guided).double()
+    a1 = _fake_quant(F.conv2d(xd, w1, padding=1).float(), S_1, guided).double()
+    h = _fake_quant(F.conv2d(a1, w2, stride=2, padding=1).float(), S_2, guided).double()
     return xd, a1, h, h.flatten(1) @ torch.from_numpy(fw).double().T
 
 
@@ -112,12 +114,25 @@ def test_qdq_passes_relevance_and_the_forward_stays_quantized():
     assert sum(r == "pass (recovered Relu)" for r in rules.values()) == 6  # Q and DQ of x, c1, c2
 
 
-def test_qdq_gradient_is_straight_through_masked_where_it_clamps():
+@pytest.mark.parametrize("method", ["gradxinput", "guided-bp"])
+def test_qdq_gradient_is_straight_through_masked_where_it_clamps(method):
+    """Guided Backprop also stops negative gradients at the Relus the grid replaced."""
     m, weights, fw = _qdq_model(seed=2)
     x = (np.random.default_rng(3).random((2, 3, 8, 8)) * 1.2 - 0.1).astype(np.float32)  # some clamp
-    out, _ = explain(m, x, method="gradxinput")
+    out, _ = explain(m, x, method=method)
     xt = torch.from_numpy(x).double().requires_grad_(True)
-    *_, y = _forward(xt, weights, fw)
+    *_, y = _forward(xt, weights, fw, guided=method == "guided-bp")
     y[torch.arange(len(x)), torch.from_numpy(out["target_used"])].sum().backward()
     assert (xt.grad == 0).any() and (xt.grad != 0).any()  # the clamp masks part of the input
-    assert_close(out["relevance"], (xt.grad * xt).detach().numpy(), tol=2e-4)
+    ref = (xt.grad * xt) if method == "gradxinput" else xt.grad
+    assert_close(out["relevance"], ref.detach().numpy(), tol=2e-4)
+
+
+@pytest.mark.parametrize("zero,relu", [(-128, True), (0, False)])
+def test_int8_activation_grid_is_a_relu_only_at_the_bottom_of_its_range(zero, relu):
+    """An int8 grid clamps at 0 where its zero point is -128: conv 2 then reads a known
+    non-negative input (plain z+); with zero point 0 it can read negatives (signed z+)."""
+    m, _, _ = _qdq_model(z1=np.int8(zero))
+    _, report = explain(m, np.random.default_rng(1).random((1, 3, 8, 8)).astype(np.float32))
+    conv2 = [rule for _, op, rule in report.rules if op == "Conv"][0]
+    assert conv2 == ("z+" if relu else "z+ (signed input: a+W+ + a-W-)")
