@@ -25,13 +25,17 @@ VARIANTS = {
 # reference's: LRP-epsilon starts from the logit, as captum's does.
 METHOD_NAMES = {
     "lrp": ("lrp", {}, "LRP with the composite the graph's family gets: lrp-paper for dense-conv nets "
-                       "(ResNets, VGG), lrp-conserving where depthwise convs are (inspect says which)"),
+                       "(ResNets, VGG), lrp-conserving where depthwise convs are, lrp-transformer where "
+                       "attention is (inspect says which)"),
     "lrp-paper": ("lrp", {"composite": "paper"},
                   "the paper's LRP (reference: the authors' code, tests/reference.py): z+, ratio split at "
                   "skip merges, w+ first layer, MaxPool as 2x2 average, eps 1e-5, from the probability"),
     "lrp-conserving": ("lrp", {"composite": "conserving"},
                        "lrp-paper plus the w^2 rule where z+ has nothing to divide by, exact MaxPool: "
                        "keeps the relevance on MobileNets/EfficientNets (docs/COVERAGE.md)"),
+    "lrp-transformer": ("lrp", {"composite": "transformer", "start": "logit"},
+                        "CP-LRP with AttnLRP's LayerNorm (reference: LXT's cp_LRP composite for torchvision's "
+                        "ViT, its Gradient x Input): epsilon rule, attention weights constant, from the logit"),
     "lrp-winner": ("lrp", {"maxpool": "winner", "composite": "paper"},
                    "lrp-paper with the exact MaxPool rule (arg-max winner)"),
     **{f"lrp-{v}": ("lrp", {**VARIANTS[v], "composite": "paper"}, f"the paper's ablation variant ({v}, Table 2)")
@@ -67,7 +71,7 @@ class Config:
     dtype: str = "float32"  # float32 | float16 (forward and relevance pass in half precision)
     method: str = "lrp"  # lrp (the paper) | a baseline: see METHODS
     # lrp's rule set: auto (composites.for_graph: paper for dense-conv nets, conserving
-    # where depthwise convs are) | paper | conserving
+    # where depthwise convs are, transformer where attention is) | paper | conserving | transformer
     composite: str = "auto"
     epsilon: float = 1e-9  # LRP-epsilon's stabiliser (captum's default)
     ig_steps: int = 32  # Integrated Gradients: path points
@@ -83,7 +87,7 @@ class Config:
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
                    "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
                    "dtype": ("float32", "float16"), "method": METHODS,
-                   "composite": ("auto", "paper", "conserving"),
+                   "composite": ("auto", "paper", "conserving", "transformer"),
                    "ig_method": ("riemann-right", "gausslegendre")}
         if self.method in METHOD_NAMES and self.method not in METHODS:
             raise ValueError(f"method={self.method!r} names a method with settings "

@@ -221,8 +221,9 @@ class Emitter:
         out.shape = weight.shape  # rules derive transposed kernels from it
         return out
 
-    def per_sample_sum(self, x, rank: int, hint="relsum"):
-        return self.reduce("ReduceSum", x, list(range(1, rank)), keepdims=False, hint=hint)
+    def per_sample_sum(self, x, rank: int, hint="relsum", batch_axis: int = 0):
+        axes = [a for a in range(rank) if a != batch_axis]
+        return self.reduce("ReduceSum", x, axes, keepdims=False, hint=hint)
 
 
 def _static_rest(t):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import onnx
 
+from .batch_shapes import write_batch_affine
 from .errors import LrpGraphError
 
 SHAPE_OPS = frozenset({"Shape", "Size"})
@@ -111,15 +112,11 @@ def _should_fold(node):
     return True if node.op_type == "ConstantOfShape" else None
 
 
-def fold_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with every shape computation that its static input sizes decide folded."""
-    try:
-        import onnx_ir as ir
-        from onnx_ir.passes.common import RemoveUnusedNodesPass
-        from onnxscript import optimizer
-    except ImportError as exc:
-        raise LrpGraphError(f"the model computes shapes at run time; folding them needs onnxscript "
-                            f"({exc}): pip install onnxscript") from None
+def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx_ir as ir
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+    from onnxscript import optimizer
+
     graph = ir.serde.deserialize_model(model)
     rules = _scalar_gather_rule()
     for _ in range(_ROUNDS):
@@ -129,6 +126,21 @@ def fold_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         if not rewritten and not folded.modified:
             break
     return ir.serde.serialize_model(graph)
+
+
+def fold_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every shape computation that its static input sizes decide folded,
+    and those that depend on the batch written as its multiples (batch_shapes.py)."""
+    try:
+        import onnx_ir  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise LrpGraphError(f"the model computes shapes at run time; folding them needs onnxscript "
+                            f"({exc}): pip install onnxscript") from None
+    model = _fold(model)
+    if computes_shapes(model) and write_batch_affine(model):
+        model = _fold(model)
+    return model
 
 
 def set_size(model: onnx.ModelProto, size: tuple[int, int]) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .errors import LrpGraphError, UnsupportedOpsError
+from .batch_shapes import SHAPE_READERS
 from .load import RANDOM_OPS
 from .rules import op_facts
 
@@ -119,11 +120,13 @@ class GraphFacts:
     def _compute_constants(self) -> None:
         """Tensors computed from initializers alone (Constant, ConstantOfShape, Identity of
         a weight, ...): ORT folds these at load, and relevance never flows into them. What a
-        node's subgraphs (If, Loop, Scan) read from this graph counts as its input."""
+        node's subgraphs (If, Loop, Scan) read from this graph counts as its input. A
+        Shape reads no value of its input, so what is computed from shapes (a class token
+        expanded to the batch) is constant to relevance too."""
         for node in self.order:
             if node.op in RANDOM_OPS:
                 continue
-            if all(self.is_const(t) for t in list(node.inputs) + _outer_reads(node)):
+            if node.op in SHAPE_READERS or all(self.is_const(t) for t in list(node.inputs) + _outer_reads(node)):
                 self._const.update(out.name for out in node.outputs)
 
     # -- depth in weighted layers ------------------------------------------------------

@@ -93,12 +93,14 @@ class Method:
 
 class LRP(Method):
     """The paper's LRP (SPEC.md section 1) on the ``paper`` composite, or on ``conserving``
-    (``config.composite``; ``auto``: the one composites.for_graph picks)."""
+    or ``transformer`` (``config.composite``; ``auto``: the one composites.for_graph picks)."""
 
     name = "lrp"
 
     def composite(self, config, facts=None):
         name = composites.for_graph(facts) if config.composite == "auto" else config.composite
+        if name == "transformer":
+            return composites.transformer(config.epsilon)
         if name == "conserving":
             return composites.conserving(identity_skip=config.identity_skip, split=config.split,
                                          first_layer=config.first_layer, eps=config.eps)

@@ -97,15 +97,31 @@ def _conservation(out, start, probes, relevance, start_sum):
     def add(total, name):
         out.add(out.per_target(total, 1), name, shape)
 
+    def summed(r, t):
+        return e.per_sample_sum(r, len(t.shape), batch_axis=_batch_axis(t, out.batch))
+
     add(start_sum if out.half() else e.per_sample_sum(start.relevance, 2), "relsum/start")
     for node, r_out, sent in probes:
         outs = r_out if isinstance(r_out, list) else [r_out]  # a list: each output's (Split)
-        r_out = add_all(e, [e.per_sample_sum(r, len(t.shape)) for r, t in zip(outs, node.outputs) if r is not None])
+        tensors = [t for r, t in zip(outs, node.outputs) if r is not None] + [node.inputs[i] for i in sent]
+        if any(_batch_axis(t, out.batch) is None for t in tensors):
+            continue  # the batch merged into another axis ([tokens * N, C]): no per-image sums
+        r_out = add_all(e, [summed(r, t) for r, t in zip(outs, node.outputs) if r is not None])
         add(out.float32(r_out, 1), f"relsum/{node.name}/out")
-        r_in = [e.per_sample_sum(r, len(node.inputs[i].shape)) for i, r in sent.items()]
+        r_in = [summed(r, node.inputs[i]) for i, r in sent.items()]
         add(out.float32(add_all(e, r_in), 1), f"relsum/{node.name}/in")
     if relevance is not None:  # the CAMs stop at their feature map: nothing reaches the image
         add(e.per_sample_sum(relevance, len(facts.image.shape)), "relsum/input")
+
+
+def _batch_axis(t, batch) -> int:
+    """Where ``t`` keeps the batch: the axis of the image's symbolic batch dimension (a
+    transformer's sequence-first tensors have it second), the first for a static batch;
+    None where the batch is merged into another axis."""
+    shape = list(t.shape or [])
+    if not isinstance(batch, str):
+        return 0
+    return shape.index(batch) if shape.count(batch) == 1 else None
 
 
 def heat_quantize(e, alpha, levels: int):

@@ -16,10 +16,11 @@ from . import pad
 from . import concat
 from . import activations, layernorm, mul, slice
 from . import qdq
+from . import gather
 from .base import Rule
 
 MODULES = (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean, reshape,
-           transpose, pad, concat, activations, layernorm, mul, slice, qdq)
+           transpose, pad, concat, activations, layernorm, mul, slice, qdq, gather)
 
 
 def family(name: str) -> dict[str, Rule]:

@@ -133,6 +133,11 @@ def _skip_fraction(e, abs_s, abs_m, tiny):
 
 class AddEpsilon(EpsilonParam, AddRule):
 
+    def absorption(self, node, facts):
+        if len(facts.activations(node)) == 1:
+            return "the constant operand (a bias, a position embedding) keeps its share"
+        return None
+
     def describe(self, node, facts):
         return "epsilon (z-rule split)"
 

@@ -13,6 +13,13 @@ the composite names itself:
   divide by (a depthwise filter whose positive weights see only zeros) the w^2 rule
   (linear.py); MaxPool by its exact winner. ``paper`` loses 99.9 % of the relevance on
   MobileNetV2 there;
+- ``transformer``: CP-LRP (Ali et al. 2022) with AttnLRP's LayerNorm (Achtibat et al.
+  2024), as LXT's ``cp_LRP`` composite for torchvision's ViT: the epsilon rule for every
+  linear layer and the patch embedding, LayerNorm with its deviation held constant,
+  GELU/SiLU by the identity rule, attention weights held constant (relevance flows by the
+  value path), residual sums split in proportion; from the logit that is LXT's
+  Gradient x Input. These are the epsilon family's rules (the attention MatMul's among
+  them), named for the graphs they are the default of;
 - ``epsilon``: LRP-epsilon everywhere, captum-style (``epsilon``: captum's 1e-9);
 - ``gradient``: the backward pass (``guided``: Guided Backprop's ReLU).
 
@@ -28,6 +35,7 @@ from typing import Mapping
 from . import family
 from .base import Rule
 from .conv import ConvOnes, is_depthwise
+from .matmul import attention_operand
 from .maxpool import MaxPoolWinner
 
 
@@ -69,11 +77,18 @@ def conserving(identity_skip: bool = True, split: str = "ratio", first_layer: st
     return _frozen("conserving", rules, first)
 
 
+def transformer(epsilon: float = 1e-9) -> Composite:
+    return _frozen("transformer", _configured("epsilon", epsilon=epsilon))
+
+
 def for_graph(facts) -> str:
-    """The LRP composite a graph gets by default: ``paper`` for the family the paper's
-    rules were made for (ResNets, VGG: dense convs, MaxPools the 2x2 stand-in covers),
-    ``conserving`` where a depthwise conv can leave z+ nothing to divide by or a MaxPool
-    needs the exact rule (AlexNet, SqueezeNet, GoogLeNet's odd-sized pools)."""
+    """The LRP composite a graph gets by default: ``transformer`` where attention is (a
+    MatMul of a Softmax's output with another activation), ``paper`` for the family the
+    paper's rules were made for (ResNets, VGG: dense convs, MaxPools the 2x2 stand-in
+    covers), ``conserving`` where a depthwise conv can leave z+ nothing to divide by or a
+    MaxPool needs the exact rule (AlexNet, SqueezeNet, GoogLeNet's odd-sized pools)."""
+    if any(node.op == "MatMul" and attention_operand(node, facts) is not None for node in facts.order):
+        return "transformer"
     stand_in = family("lrp")["MaxPool"]
     if any(is_depthwise(node) or (node.op == "MaxPool" and stand_in.check(node, facts))
            for node in facts.order):

@@ -107,7 +107,10 @@ def test_ig_paper_is_captums_default_integrated_gradients(models):
     torch round differently: per image, ours and captum's float32 answer each lie 4e-6 to
     1.6e-5 (mean |diff| / max) from the float64 oracle, which of the two is closer changing
     with the image (seeds 62, 63: 3.5e-3 and 7.2e-4 at most for ours, 6.8e-4 and 8.5e-4
-    for captum's). So over the batch: mean within 2x of captum float32's, ranks equal."""
+    for captum's) and with the CPU (on another machine captum's mean was 8.6e-7, ours
+    9.2e-6: ORT's kernels round differently by instruction set). So over the batch: mean
+    within 2x of captum float32's or within that band (2e-5; a wrong path or weighting is
+    off by 1e-2 and more), ranks equal."""
     from captum.attr import IntegratedGradients
 
     model, path = models["resnet18"]
@@ -118,6 +121,6 @@ def test_ig_paper_is_captums_default_integrated_gradients(models):
     exact, single = captum_pair(model, x, torch.from_numpy(out["target_used"]), IntegratedGradients)
     scale = np.abs(exact).max()
     ours, theirs = np.abs(out["relevance"] - exact) / scale, np.abs(single - exact) / scale
-    assert ours.mean() <= 2 * theirs.mean(), (ours.mean(), theirs.mean())
+    assert ours.mean() <= max(2 * theirs.mean(), 2e-5), (ours.mean(), theirs.mean())
     assert ours.max() <= 5e-3
     assert spearman(out["relevance"].sum(1), exact.sum(1)) >= 0.9999

@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import lrpgraph, onnxruntime, onnxscript, torch, torchvision, pytest, skimage, efficientnet_lite_pytorch, captum, ray.data" 2>/dev/null; then
+if ! .venv/bin/python -c "import lrpgraph, onnxruntime, onnxscript, torch, torchvision, pytest, skimage, efficientnet_lite_pytorch, captum, ray.data, lxt.efficient" 2>/dev/null; then
     # torch first and pinned, with the torchvision built for it (the CNN families of
     # tests/test_families.py and tools/zoo.py): both from the local package index; an open
     # range would pick another build.

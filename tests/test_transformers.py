@@ -1,0 +1,60 @@
+"""Vision transformers (torchvision's ViT, a small configuration): the shape arithmetic of
+a dynamic-batch export folds, the graph gets the transformer composite, the explainer's
+logits are the model's at any batch size, and its map is LXT's CP-LRP relevance (float64,
+in a process of its own: tools/export_vit.py) on the same weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import image_batch, rel_err, run
+
+from lrpgraph import preset
+from lrpgraph.driver import build_explainer, inspect
+
+torch_vit = pytest.importorskip("torchvision.models.vision_transformer")
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    from export_vit import build, export, size_of
+
+    net = build("small")
+    path = str(tmp_path_factory.mktemp("vit") / "vit_small.onnx")
+    export(net, path, size_of("small"))
+    return net, path
+
+
+def test_vit_gets_the_transformer_composite_with_every_node_matched(vit):
+    report = inspect(vit[1])
+    assert report.composite == "transformer"
+    assert report[2] == []
+    notes = [(op, note) for _, op, note in report[0]]
+    assert ("MatMul", "value path, attention constant (CP-LRP)") in notes
+    assert ("Gather", "pad back") in notes  # the class token x[:, 0]
+    assert not any(op == "Softmax" for op, _ in notes)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_vit_logits_are_the_models_at_any_batch(vit, batch):
+    net, path = vit
+    explainer, _ = build_explainer(path, preset("paper", method="lrp-transformer"))
+    x = image_batch(batch, size=64, seed=batch)
+    out = run(explainer, {"input": x})
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    assert rel_err(out["logits"], ref) <= 1e-5
+    assert np.isfinite(out["relevance_map"]).all() and out["relevance_map"].shape == (batch, 64, 64)
+
+
+def test_vit_map_is_lxts_cp_lrp(vit):
+    from export_vit import lxt_relevance
+
+    net, path = vit
+    explainer, _ = build_explainer(path, preset("paper", method="lrp-transformer", full_relevance=True))
+    x = image_batch(3, size=64, seed=7)
+    out = run(explainer, {"input": x})
+    ref = lxt_relevance("small", net, x, out["target_used"])
+    for i in range(len(x)):
+        assert rel_err(out["relevance"][i], ref[i]) <= 1e-4
+        assert rel_err(out["relevance_map"][i], ref[i].sum(0)) <= 1e-4
