@@ -33,9 +33,10 @@ METHOD_NAMES = {
     "lrp-conserving": ("lrp", {"composite": "conserving"},
                        "lrp-paper plus the w^2 rule where z+ has nothing to divide by, exact MaxPool: "
                        "keeps the relevance on MobileNets/EfficientNets (docs/COVERAGE.md)"),
-    "lrp-transformer": ("lrp", {"composite": "transformer", "start": "logit"},
+    "lrp-transformer": ("lrp", {"composite": "transformer", "start": "logit", "epsilon": 1e-12},
                         "CP-LRP with AttnLRP's LayerNorm (reference: LXT's cp_LRP composite for torchvision's "
-                        "ViT, its Gradient x Input): epsilon rule, attention weights constant, from the logit"),
+                        "ViT, its Gradient x Input): epsilon rule (1e-12), attention weights constant, from "
+                        "the logit"),
     "lrp-winner": ("lrp", {"maxpool": "winner", "composite": "paper"},
                    "lrp-paper with the exact MaxPool rule (arg-max winner)"),
     **{f"lrp-{v}": ("lrp", {**VARIANTS[v], "composite": "paper"}, f"the paper's ablation variant ({v}, Table 2)")

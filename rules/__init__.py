@@ -16,11 +16,11 @@ from . import pad
 from . import concat
 from . import activations, layernorm, mul, slice
 from . import qdq
-from . import gather
+from . import gather, einsum
 from .base import Rule
 
 MODULES = (add, affine, averagepool, conv, gemm, matmul, maxpool, passthrough, reducemean, reshape,
-           transpose, pad, concat, activations, layernorm, mul, slice, qdq, gather)
+           transpose, pad, concat, activations, layernorm, mul, slice, qdq, gather, einsum)
 
 
 def family(name: str) -> dict[str, Rule]:

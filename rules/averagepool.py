@@ -7,8 +7,9 @@ For a global pool, or an AveragePool whose one window covers the whole map (Caff
 multiply. A sliding AveragePool sums its windows with a depthwise ones-kernel Conv and
 spreads ``s`` back with the matching ConvTranspose.
 
-LRP-epsilon (whole-map pools): ``R_in = a * (R / (mean + eps*sign(mean))) / n``; gradient:
-``G_in = G / n`` over the window. Sliding pools have only the LRP rule.
+LRP-epsilon: ``R_in = a * (R / (mean + eps*sign(mean))) / n`` (for a sliding pool through
+the same window sums and ConvTranspose); gradient: ``G_in = G / n`` over the window, whole-map
+pools only.
 """
 
 import numpy as np
@@ -74,10 +75,13 @@ class AveragePoolZ(SignKeeping, Rule):
         attrs = {k: node.attrs[k] for k in ("strides", "pads") if k in node.attrs}
         attrs.update(kernel_shape=kernel, group=channels)
         window_sum = e.op("Conv", [a, box], attrs, hint="window_sum")
-        n_eps = e.scalar(float(np.prod(kernel)) * float(self.eps))
-        s = e.op("Div", [relevance, e.op("Add", [window_sum, n_eps])], hint="s")
+        s = self.window_ratio(e, relevance, window_sum, float(np.prod(kernel)))
         tattrs = transpose_attrs(_ConvView(node, kernel, channels), facts, [channels, 1] + kernel)
         return {0: e.scaled(a, adjoint(e, s, box, tattrs))}
+
+    def window_ratio(self, e, relevance, window_sum, n):
+        """``R / (sum_window(a) + n*eps)``: the z-rule's share per unit of a window's sum."""
+        return e.op("Div", [relevance, e.op("Add", [window_sum, e.scalar(n * float(self.eps))])], hint="s")
 
     def mean_rule(self, e, a, mean, signal, n):
         """The z-rule of a mean over some axes (``n`` values each), ``mean`` and ``signal``
@@ -97,12 +101,10 @@ class _ConvView:
 class GlobalPoolEpsilon(EpsilonParam, AveragePoolZ):
     note = "epsilon"
 
-    def check(self, node, facts):
-        reason = super().check(node, facts)
-        if reason is None and node.op == "AveragePool" and not _is_identity(node) \
-                and not _covers_whole_map(node, facts):
-            return "a sliding AveragePool has only the LRP rule here"
-        return reason
+    def window_ratio(self, e, relevance, window_sum, n):
+        """LRP-epsilon of the window mean ``sum/n``: ``R / (mean + eps sign) / n`` (the
+        border windows' own divisor only rescales eps)."""
+        return epsilon_ratio(e, relevance, window_sum, n * float(self.epsilon))
 
     def mean_rule(self, e, a, mean, signal, n):
         """LRP-epsilon: ``a * (R / (mean + eps*sign(mean))) / n``."""
@@ -113,6 +115,13 @@ class GlobalPoolGradient(GlobalPoolEpsilon):
     families = ("gradient",)
     params = ()
     note = "gradient"
+
+    def check(self, node, facts):
+        reason = super().check(node, facts)
+        if reason is None and node.op == "AveragePool" and not _is_identity(node) \
+                and not _covers_whole_map(node, facts):
+            return "a sliding AveragePool has no gradient rule here"
+        return reason
 
     def mean_rule(self, e, a, mean, signal, n):
         """The gradient of a mean: ``G / n`` everywhere in the window."""

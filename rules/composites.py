@@ -87,7 +87,8 @@ def for_graph(facts) -> str:
     paper's rules were made for (ResNets, VGG: dense convs, MaxPools the 2x2 stand-in
     covers), ``conserving`` where a depthwise conv can leave z+ nothing to divide by or a
     MaxPool needs the exact rule (AlexNet, SqueezeNet, GoogLeNet's odd-sized pools)."""
-    if any(node.op == "MatMul" and attention_operand(node, facts) is not None for node in facts.order):
+    if any(node.op in ("MatMul", "Einsum") and attention_operand(node, facts) is not None
+           for node in facts.order):
         return "transformer"
     stand_in = family("lrp")["MaxPool"]
     if any(is_depthwise(node) or (node.op == "MaxPool" and stand_in.check(node, facts))

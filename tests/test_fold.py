@@ -103,3 +103,55 @@ def test_symbolic_size_needs_size_and_builds_with_it(tmp_path):
     assert main(["build", str(tmp_path / "sym.onnx"), "-o", str(tmp_path / "sym.lrp.onnx"), "--size", "30"]) == 0
     assert main(["build", str(tmp_path / "sym.onnx"), "-o", str(tmp_path / "bad.lrp.onnx"), "--size", "30", "31"]) == 2
     assert not (tmp_path / "bad.lrp.onnx").exists()
+
+
+def _batch_shaped_model():
+    """Reshapes to [N * 4, ...] (a window partition) and back, a token expanded to [N, 1, C]
+    (a class token), their shapes computed from the batch at run time; and a float scale
+    read off a shape, which does not depend on the batch."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 2, 4, 4] x) => (float[N, 5, 8] y) <float[1, 1, 8] tok>
+    {
+        s = Shape (x)
+        n = Gather <axis = 0> (s, zero)
+        nw = Mul (n, four)
+        shape = Concat <axis = 0> (nw, rest)
+        w = Reshape (x, shape)
+        back = Concat <axis = 0> (n, tail)
+        t = Reshape (w, back)
+        c = Gather <axis = 0> (s, three)
+        cf = Cast <to = 1> (c)
+        scale = Sqrt (cf)
+        ts = Mul (t, scale)
+        eshape = Concat <axis = 0> (n, ones)
+        ex = Expand (tok, eshape)
+        y = Concat <axis = 1> (ex, ts)
+    }
+    """
+    m = onnx.parser.parse_model(text)
+    ints = {"zero": [0], "four": [4], "rest": [2, 2, 2], "tail": [4, 8], "three": [3], "ones": [1, 1]}
+    for name, value in ints.items():
+        m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, np.int64), name))
+    tok = np.random.default_rng(0).standard_normal((1, 1, 8)).astype(np.float32)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(tok, "tok"))
+    return m
+
+
+def test_batch_dependent_shapes_become_the_batch_times_constants():
+    import onnxruntime as ort
+
+    from lrpgraph.load import canonicalise
+
+    original = _batch_shaped_model()
+    folded = canonicalise(original)
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+              for v in list(folded.graph.value_info) + list(folded.graph.output)}
+    assert shapes["y"][1:] == [5, 8] and shapes["w"][1:] == [2, 2, 2] and shapes["ex"][1:] == [1, 8]
+    assert isinstance(shapes["y"][0], str)  # the batch stays free
+    assert not {"Sqrt", "Where", "Cast"} & {n.op_type for n in folded.graph.node}  # the scale is a constant now
+    for batch in (1, 2, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 2, 4, 4)).astype(np.float32)
+        got, ref = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                    .run(None, {"x": x})[0] for m in (folded, original))
+        np.testing.assert_array_equal(got, ref)

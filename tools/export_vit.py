@@ -26,16 +26,30 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 SMALL = dict(image_size=64, patch_size=16, num_layers=3, num_heads=4, hidden_dim=64, mlp_dim=128,
              num_classes=10)
+# Swin with shifted windows in its first two stages and two patch mergings; MaxViT with
+# block and grid attention, MBConv + SE, in two blocks (one downsampling shortcut each)
+SMALL_SWIN = dict(patch_size=[4, 4], embed_dim=16, depths=[2, 2, 2], num_heads=[1, 2, 4],
+                  window_size=[4, 4], num_classes=10)
+SMALL_MAXVIT = dict(input_size=(64, 64), stem_channels=16, partition_size=4, block_channels=[16, 32],
+                    block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10)
 
 
 def build(name: str, seed: int = 0):
-    """``small`` (SMALL above) or a torchvision model name, seeded, in eval mode."""
+    """``small``, ``small_swin``, ``small_maxvit`` (the configurations above) or a
+    torchvision model name, seeded, in eval mode."""
     import torch
     import torchvision
+    from torchvision.models.maxvit import MaxVit
+    from torchvision.models.swin_transformer import SwinTransformer
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(seed)
-    net = VisionTransformer(**SMALL) if name == "small" else torchvision.models.get_model(name, weights=None)
+    small = {"small": (VisionTransformer, SMALL), "small_swin": (SwinTransformer, SMALL_SWIN),
+             "small_maxvit": (MaxVit, SMALL_MAXVIT)}
+    if name in small:
+        net = small[name][0](**small[name][1])
+    else:
+        net = torchvision.models.get_model(name, weights=None)
     heads = getattr(net, "heads", None)
     for p in (heads.parameters() if heads is not None else []):
         torch.nn.init.normal_(p, std=0.02)
@@ -43,7 +57,7 @@ def build(name: str, seed: int = 0):
 
 
 def size_of(name: str) -> int:
-    return SMALL["image_size"] if name == "small" else 224
+    return 64 if name.startswith("small") else 224
 
 
 def export(net, path: str, size: int) -> None:

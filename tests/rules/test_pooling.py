@@ -94,3 +94,17 @@ def test_a_1x1_average_pool_is_the_identity_in_every_family(method):
     np.testing.assert_allclose(out["relevance"], without["relevance"], rtol=1e-6, atol=1e-12)
     if method == "lrp":
         assert_close(out["relevance"], head_relevance(x, fw))
+
+
+def test_sliding_average_pool_takes_the_epsilon_rule():
+    """LRP-epsilon through a sliding AveragePool (MaxViT's MBConv shortcut: 3x3, stride 2,
+    pad 1) under a bias-free head is Gradient x Input of that linear map (autograd)."""
+    m, fw = model("h = AveragePool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1], "
+                  "count_include_pad = 1> (x)", (2, 5, 5), (2, 3, 3), {})
+    x = np.random.default_rng(3).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    out, report = explain(m, x, method="lrp-epsilon")
+    xt = torch.from_numpy(x).double().requires_grad_(True)
+    y = F.avg_pool2d(xt, 3, 2, 1, count_include_pad=True).flatten(1) @ torch.from_numpy(fw).double().T
+    y[torch.arange(2), torch.from_numpy(out["target_used"])].sum().backward()
+    assert_close(out["relevance"], (xt * xt.grad).detach().numpy())
+    assert ("AveragePool", "epsilon") in [(op, n) for _, op, n in report.rules]

@@ -1,5 +1,6 @@
 """Slice and Split: each piece's relevance goes back to where it was cut from, zeros where
-nothing was kept; conserving; strided slices refused; the gradient is the same scatter."""
+nothing was kept; strided slices spread back; conserving; negative steps refused; the
+gradient is the same scatter."""
 
 import numpy as np
 import onnx
@@ -21,10 +22,9 @@ def _with_ints(m, **arrays):
     return m
 
 
-def _slice_model(steps=1):
-    m, fw = model("h = Slice (x, st, en, ax, sp)", (4, 3, 3), (2, 3, 2),
-                  {})
-    return _with_ints(m, st=[1, -2], en=[3, 100], ax=[1, 3], sp=[1, steps]), fw
+def _slice_model(steps=(1, 1), h_shape=(2, 3, 2), st=(1, -2), en=(3, 100)):
+    m, fw = model("h = Slice (x, st, en, ax, sp)", (4, 3, 3), h_shape, {})
+    return _with_ints(m, st=list(st), en=list(en), ax=[1, 3], sp=list(steps)), fw
 
 
 def test_slice_pads_relevance_back():
@@ -37,9 +37,27 @@ def test_slice_pads_relevance_back():
     np.testing.assert_allclose(out["relsum/input"], ref.sum((1, 2, 3)), rtol=1e-5)
 
 
-def test_strided_slice_is_refused():
-    m, _ = _slice_model(steps=2)
-    with pytest.raises(UnsupportedOpsError, match="step 1"):
+@pytest.mark.parametrize("st, en, steps, pick", [
+    ((0, 0), (4, 3), (2, 2), (slice(0, 4, 2), slice(0, 3, 2))),  # patch merging: x[:, 0::2, ..., 0::2]
+    ((1, 1), (4, 3), (2, 2), (slice(1, 4, 2), slice(1, 3, 2))),  # x[:, 1::2, ..., 1::2]: ends short of a step
+    ((3, 0), (4, 100), (3, 1), (slice(3, 4, 3), slice(0, 3, 1))),  # one entry left
+])
+def test_strided_slice_spreads_relevance_back(st, en, steps, pick):
+    x = RNG.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    part = x[:, pick[0], :, pick[1]]
+    m, fw = _slice_model(steps, part.shape[1:], st, en)
+    out, report = explain(m, x, conservation=True)
+    ref = np.zeros_like(x, dtype=np.float64)
+    ref[:, pick[0], :, pick[1]] = head_relevance(part, fw)
+    assert_close(out["relevance"], ref)
+    np.testing.assert_allclose(out["relsum/input"], ref.sum((1, 2, 3)), rtol=1e-5)
+    assert ("Slice", "spread back (strided)" if max(steps) > 1 else "pad back") in \
+        [(op, n) for _, op, n in report.rules]
+
+
+def test_negative_step_slice_is_refused():
+    m, _ = _slice_model(steps=(1, -1), st=(1, -1), en=(3, -100))
+    with pytest.raises(UnsupportedOpsError, match="positive steps"):
         build_explainer(m, preset("paper"))
 
 
