@@ -59,7 +59,7 @@ def cmd_build(args):
     from .driver import build_explainer, check_output_path, save_model
 
     config = _config(args, hq_levels=args.hq_levels if args.hq else None,
-                     full_relevance=args.full_relevance, conservation=args.conservation,
+                     full_relevance=args.full_relevance, tokens=args.tokens, conservation=args.conservation,
                      dtype=args.dtype, ig_steps=args.ig_steps, ig_method=args.ig_method,
                      target_input=args.target_input, targets=args.targets)
     pre = None  # the model's own input size, ImageNet's mean and std
@@ -243,6 +243,9 @@ def _build_parser(sub):
     b.add_argument("--hq", action="store_true", help="add relevance_map_hq (Heat Quantization)")
     b.add_argument("--hq-levels", type=int, default=8, help="HQ levels L (default 8)")
     b.add_argument("--full-relevance", action="store_true", help="also output relevance N x C x H x W")
+    b.add_argument("--tokens", action="store_true",
+                   help="also output relevance_tokens N x h x w: the per-patch map of a transformer (the "
+                        "relevance reaching its patch-embedding conv's output)")
     b.add_argument("--conservation", action="store_true",
                    help="add per-layer relevance sums (relsum/...) as outputs")
     b.add_argument("--method", choices=list(METHOD_NAMES), default="lrp", metavar="METHOD",

@@ -68,6 +68,9 @@ class Config:
     start: str = "probability"  # probability (paper) | logit
     hq_levels: int | None = None  # in-graph Heat Quantization output when set
     full_relevance: bool = False  # also output N x C x H x W relevance
+    # also output relevance_tokens N x h x w: relevance at the patch embedding's output
+    # (a transformer's tokens before the class token and position embedding), channel-summed
+    tokens: bool = False
     conservation: bool = False  # per-layer relevance sums as outputs
     dtype: str = "float32"  # float32 | float16 (forward and relevance pass in half precision)
     method: str = "lrp"  # lrp (the paper) | a baseline: see METHODS

@@ -305,12 +305,13 @@ def _arriving(e: Emitter, node, multi_output: bool, incoming):
     return relevance if multi_output else relevance[0]
 
 
-def emit_relevance(facts, matches, e: Emitter, start, probes=None, stop=None):
+def emit_relevance(facts, matches, e: Emitter, start, probes=None, stop=None, record=None):
     """Propagate ``start`` (relevance at ``facts.logits``) down to the image, or to the
     tensor ``stop`` (Grad-CAM's feature map, Integrated Gradients' path inputs).
 
     ``probes``, when a list, receives (node, relevance at output, {input: relevance}) for
-    every non-trivial rule, for the conservation outputs.
+    every non-trivial rule, for the conservation outputs. ``record``, when a dict of node
+    names, receives the relevance arriving at each of those nodes' outputs.
     """
     target = stop if stop is not None else facts.image
     incoming = defaultdict(list)
@@ -322,6 +323,8 @@ def emit_relevance(facts, matches, e: Emitter, start, probes=None, stop=None):
         relevance = _arriving(e, node, match.rule.multi_output, incoming)
         if relevance is None:
             continue
+        if record is not None and node.name in record:
+            record[node.name] = relevance
         sent = match.rule.emit(node, relevance, e, facts)
         for index, r in sent.items():
             if probes is not None and isinstance(r, Scaled):

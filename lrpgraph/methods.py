@@ -34,7 +34,7 @@ import onnx_graphsurgeon as gs
 
 from . import scorecam
 from .config import Config
-from .emit import emit_relevance
+from .emit import emit_relevance, tensor_of
 from .errors import LrpGraphError
 from .match import toposort
 from .rules import composites
@@ -45,6 +45,7 @@ class Attribution:
     relevance: object = None  # N x C x H x W at the image, or None (the CAMs)
     cam: object = None  # N x H x W, the CAMs' map
     probes: list | None = None  # conservation probes of the pass
+    tokens: object = None  # relevance at the patch embedding's output (Config.tokens)
 
 
 @dataclass
@@ -79,9 +80,11 @@ class Method:
 
     def attribute(self, ctx: Pass) -> Attribution:
         probes = [] if ctx.config.conservation else None
+        record = _patch_embedding(ctx) if ctx.config.tokens else None
         signal = emit_relevance(ctx.facts, ctx.matches, ctx.e, ctx.start.relevance, probes,
-                                stop=self.stop(ctx))
-        return self.finish(ctx, signal, Attribution(probes=probes))
+                                stop=self.stop(ctx), record=record)
+        tokens = tensor_of(next(iter(record.values()))) if record else None
+        return self.finish(ctx, signal, Attribution(probes=probes, tokens=tokens))
 
     def finish(self, ctx: Pass, signal, out: Attribution) -> Attribution:
         out.relevance = signal
@@ -212,6 +215,21 @@ def integration_path(graph: gs.Graph, alphas: np.ndarray):
     graph.inputs = [fed]
     toposort(graph)
     return image
+
+
+def _patch_embedding(ctx) -> dict:
+    """{name: None} of the one conv next to the image (a transformer's patch embedding),
+    for emit_relevance to record the relevance reaching its output."""
+    convs = [m.node.name for m in ctx.matches if m.node.op == "Conv" and ctx.facts.is_first_layer(m.node)]
+    if len(convs) != 1:
+        raise LrpGraphError(f"--tokens: the per-patch map is the relevance at the output of the one "
+                            f"conv next to the image (a patch embedding); this graph has {len(convs)} such "
+                            "convs. Build without --tokens")
+    if ctx.config.method not in ("lrp", "lrp-epsilon"):
+        raise LrpGraphError(f"--tokens: a per-patch relevance map needs an LRP method, not {ctx.config.method}")
+    if ctx.config.targets is not None or ctx.config.dtype != "float32":
+        raise LrpGraphError("--tokens: one target per image and float32 only; drop --targets/--dtype")
+    return {convs[0]: None}
 
 
 def cam_layer(matches):

@@ -82,6 +82,10 @@ def assemble(e, facts, config, start, attribution, channel_axis, scores=None, pe
         out.add(out.per_target(relevance, len(image)), "relevance", image[:1] + out.k + image[1:])
     if config.hq_levels:
         out.add(out.per_target(heat_quantize(e, alpha, config.hq_levels), 3), f"relevance_map{out.plural}_hq", maps)
+    if attribution.tokens is not None:
+        grid = [d for d in attribution.tokens.shape[2:]] if attribution.tokens.shape else ["h", "w"]
+        tokens = e.op("ReduceSum", [attribution.tokens, np.array([1], np.int64)], {"keepdims": 0}, hint="tokens")
+        out.add(tokens, "relevance_tokens", [out.batch] + grid)
     if attribution.probes is not None:
         _conservation(out, start, attribution.probes, relevance, start_sum)
     return out.tensors

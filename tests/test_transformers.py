@@ -11,7 +11,7 @@ import torch
 
 from conftest import image_batch, rel_err, run
 
-from lrpgraph import preset
+from lrpgraph import LrpGraphError, preset
 from lrpgraph.driver import build_explainer, inspect
 
 torch_vit = pytest.importorskip("torchvision.models.vision_transformer")
@@ -64,13 +64,21 @@ def test_vit_map_is_lxts_cp_lrp(vit):
     from export_vit import lxt_relevance
 
     net, path = vit
-    explainer, _ = build_explainer(path, preset("paper", method="lrp-transformer", full_relevance=True))
+    explainer, _ = build_explainer(path, preset("paper", method="lrp-transformer", full_relevance=True,
+                                                 tokens=True))
     x = image_batch(3, size=64, seed=7)
     out = run(explainer, {"input": x})
     ref = lxt_relevance("small", net, x, out["target_used"])
+    assert out["relevance_tokens"].shape == (3, 4, 4)  # 64 / 16 patches a side
     for i in range(len(x)):
-        assert rel_err(out["relevance"][i], ref[i]) <= 1e-4
-        assert rel_err(out["relevance_map"][i], ref[i].sum(0)) <= 1e-4
+        assert rel_err(out["relevance"][i], ref["pixels"][i]) <= 1e-4
+        assert rel_err(out["relevance_map"][i], ref["pixels"][i].sum(0)) <= 1e-4
+        assert rel_err(out["relevance_tokens"][i], ref["tokens"][i]) <= 1e-4
+
+
+def test_tokens_are_refused_where_they_mean_nothing(vit):
+    with pytest.raises(LrpGraphError, match="--tokens: one target per image"):
+        build_explainer(vit[1], preset("paper", method="lrp-transformer", tokens=True, targets=2))
 
 
 def test_swin_and_maxvit_logits_and_map_are_the_re_derivations(windowed):

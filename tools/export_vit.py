@@ -80,22 +80,32 @@ def _lxt_in_process(name, state, inputs, out):
     monkey_patch(vision_transformer)  # LXT's cp_LRP composite for torchvision's ViT
     data = np.load(inputs)
     x = torch.from_numpy(data["x"]).double().requires_grad_(True)
+    kept = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        kept["tokens"] = output
+
+    net.conv_proj.register_forward_hook(keep)
     net.double()(x).gather(1, torch.from_numpy(data["targets"])[:, None]).sum().backward()
-    np.save(out, (x * x.grad).detach().numpy())
+    tokens = kept["tokens"]
+    np.savez(out, pixels=(x * x.grad).detach().numpy(), tokens=(tokens * tokens.grad).sum(1).detach().numpy())
 
 
-def lxt_relevance(name, net, x, targets) -> np.ndarray:
-    """LXT's CP-LRP relevance (N x C x H x W, float64: Gradient x Input after its patches)
-    of ``net`` for ``targets``, computed in a fresh process."""
+def lxt_relevance(name, net, x, targets) -> dict:
+    """LXT's CP-LRP relevance of ``net`` for ``targets`` (float64: Gradient x Input after its
+    patches), computed in a fresh process: ``pixels`` N x C x H x W and ``tokens`` N x h x w
+    (at the patch embedding's output, channel-summed)."""
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        state, inputs, out = (os.path.join(tmp, f) for f in ("state.pt", "inputs.npz", "out.npy"))
+        state, inputs, out = (os.path.join(tmp, f) for f in ("state.pt", "inputs.npz", "out.npz"))
         torch.save(net.state_dict(), state)
         np.savez(inputs, x=x, targets=np.asarray(targets, np.int64))
         subprocess.run([sys.executable, os.path.abspath(__file__), name, "--lxt", state, inputs, out],
                        check=True)
-        return np.load(out)
+        with np.load(out) as found:
+            return {key: found[key] for key in found.files}
 
 
 def main(argv=None):

@@ -74,7 +74,7 @@ def measure(name, n_photos, batch=8):
             ref_logits = net(torch.from_numpy(x[:n_photos])).numpy()
         row["logits_vs_torch"] = _rel(out[0], ref_logits)
         if name.startswith("vit"):
-            row["oracle"], ref = "LXT cp_LRP", lxt_relevance(name, net, x[:n_photos], out[2]).sum(1)
+            row["oracle"], ref = "LXT cp_LRP", lxt_relevance(name, net, x[:n_photos], out[2])["pixels"].sum(1)
         else:
             row["oracle"] = "tests/reference_transformers.py"
             ref = reference_relevance(net, x[:n_photos], out[2]).sum(1)
