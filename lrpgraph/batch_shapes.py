@@ -27,19 +27,19 @@ _MAX_PROBE_ELEMENTS = 1 << 24  # the probe forwards at batch 3: keep it affordab
 
 
 def _shape_computed(graph: onnx.GraphProto) -> set:
-    """The tensors computed from shapes and constants only."""
-    known = {t.name for t in graph.initializer}
+    """The tensors computed from shapes and constants only, with a shape among their
+    ancestors (what constants alone compute is the folder's business)."""
+    constant = {t.name for t in graph.initializer}
     derived = set()
     for node in graph.node:
-        if node.op_type == "Constant" or node.op_type in SHAPE_READERS:
-            ok = True
-        else:
-            ok = bool(node.input) and all(not i or i in known for i in node.input) and not any(
-                a.type == onnx.AttributeProto.GRAPH for a in node.attribute)
-        if ok:
-            known.update(node.output)
-            if node.op_type != "Constant":
-                derived.update(node.output)
+        inputs = [i for i in node.input if i]
+        if node.op_type in SHAPE_READERS:
+            derived.update(node.output)
+        elif node.op_type == "Constant" or (inputs and all(i in constant for i in inputs)):
+            constant.update(node.output)
+        elif inputs and all(i in constant or i in derived for i in inputs) and not any(
+                a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            derived.update(node.output)
     return derived
 
 

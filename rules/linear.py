@@ -127,6 +127,10 @@ class EpsilonKind(EpsilonParam):
     def describe(self, node, facts):
         return "epsilon"
 
+    def absorption(self, node, facts):
+        has_bias = len(node.inputs) > 2 and not node.inputs[2].is_empty()
+        return "the bias keeps its share (epsilon rule: z includes it)" if has_bias else None
+
     def emit(self, node, relevance, e, facts):
         return {0: epsilon(e, relevance, node.inputs[0], node.outputs[0], node.inputs[1],
                            self.backward(e, node, facts), self.epsilon)}
