@@ -4,6 +4,7 @@ and run, check and evaluate them. (The CLI calls the same Python API users impor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import sys
 import warnings
@@ -200,26 +201,52 @@ def cmd_serve(args):
 
 
 def cmd_eval(args):
-    from .evaluate import evaluate, read_dataset
+    from .evaluate import check_methods, evaluate, read_dataset
 
-    items = read_dataset(args.data, args.labels, args.list, args.per_class, args.seed, args.limit)
-    if not items:
-        raise ValueError("the dataset is empty")
     methods = ["lrp-i", "lrp-ii", "lrp-iii", "lrp-iv"] if args.ablation else args.methods.split(",")
     methods += [m for m in ("constant", "random", "blob") if m not in methods]
+    check_methods(methods)
+    items = read_dataset(args.data, args.labels, args.list, args.per_class, args.seed)
+    items = items[::args.every or 1][:args.limit] if args.limit else items[::args.every or 1]
+    if not items:
+        raise ValueError("the dataset is empty")
+    size = args.size or _model_size(args.model)
+    pre = Preprocess(size=size, resize=args.resize or round(size * 256 / 224))
     print(f"lrpgraph eval: {len(items)} images, methods {', '.join(methods)}", file=sys.stderr)
 
-    def progress(done, total):
-        if not args.quiet:
-            print(f"  {done}/{total} images", file=sys.stderr)
-
-    table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
-             hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
-             ray_address=args.ray, workers=args.workers, provider=args.provider,
-             channels=args.channel_reduction)
+    with _progress_bar(len(items), args.quiet) as progress:
+        table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
+                         hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
+                         ray_address=args.ray, workers=args.workers, provider=args.provider,
+                         channels=args.channel_reduction, pre=pre)
     if args.ablation:
         print_ablation(table)
     return 0
+
+
+def _model_size(path) -> int:
+    """The square input size of a classifier (224 where the file leaves it open)."""
+    import onnx
+
+    dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    sizes = [d.dim_value for d in dims[1:] if d.HasField("dim_value") and d.dim_value not in (1, 3)]
+    return sizes[0] if sizes else 224
+
+
+@contextlib.contextmanager
+def _progress_bar(total, quiet):
+    """``progress(done, total)`` for eval: a tqdm bar (images/s, ETA) on stderr."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img", file=sys.stderr, smoothing=0.1) as bar:
+        def progress(done, _total):
+            if bar.n == 0 and done > 1:  # a resumed run: its rate counts this run's images only
+                bar.initial = bar.n = bar.last_print_n = done - 1
+            bar.update(done - bar.n)
+        yield progress
 
 
 def print_ablation(table):
@@ -353,8 +380,12 @@ def _eval_parser(sub):
     v.add_argument("--per-class", type=int, help="draw K images per class")
     v.add_argument("--seed", type=int, default=42, help="seed of --per-class's draw (default 42, the paper's)")
     v.add_argument("--limit", type=int, help="at most N images")
+    v.add_argument("--every", type=int, help="every K-th image of the list (e.g. 4: 200 of the 800 sample photos)")
+    v.add_argument("--size", type=int, help="centre crop (default: the model's input size)")
+    v.add_argument("--resize", type=int, help="short side before the crop (default: size * 256 / 224)")
     v.add_argument("-o", "--output", default="results",
-                   help="folder for per_image.jsonl, table.{md,csv,json} and the curves (default: results)")
+                   help="folder for per_image.jsonl, table.{md,csv,json}, comparisons.json, timing.json and the "
+                        "curves (default: results); an interrupted run with the same settings resumes there")
     v.add_argument("--quiet", action="store_true", help="no progress lines")
     v.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"],
                    help="ORT provider for the model and the explainers")

@@ -19,9 +19,11 @@ import numpy as np
 
 from .atomic import atomic_path
 from .config import METHOD_NAMES, Preprocess, preset
+from . import stats
 from .errors import LrpGraphError
 from .heatmaps import heat_quantize
-from .metrics import centre_blob, constant_map, perturbation_curves, random_map
+from .metrics import centre_blob, constant_map, random_map
+from .perturb import CurvePlan
 from .preprocess import crop, load_rgb, normalise
 from .session import open_model, probabilities
 
@@ -106,7 +108,7 @@ class Prediction:
     session: object
     pre: Preprocess
     softmax_head: bool
-    batch_size: int = 32
+    batch_size: int = 64
 
     def __call__(self, images01: np.ndarray) -> np.ndarray:
         x = normalise(images01, self.pre)
@@ -157,6 +159,7 @@ class Scorer:
                          provider)
             for m in methods if m in METHOD_NAMES}
         self.predict = Prediction(open_model(model, provider), self.pre, self._softmax_head(model))
+        self.forwards = {"requested": 0, "distinct": 0}
 
     def _softmax_head(self, model) -> bool:
         """Whether the model ends in a softmax over its classes, as the build reads it."""
@@ -186,46 +189,160 @@ class Scorer:
         ex = self.explainers.get(method)
         return f"{method} (channel 0)" if ex is not None and "relevance" in ex.outputs else method
 
-    def score(self, path, label, index) -> list:
-        """One record per (method, HQ or not, protocol), curves included."""
-        cropped = np.asarray(crop(load_rgb(path), self.pre), dtype=np.float64) / 255.0
+    def load(self, path) -> np.ndarray:
+        """The photo as the model sees it, H x W x 3 in [0, 1]."""
+        return np.asarray(crop(load_rgb(path), self.pre), dtype=np.float32) / 255.0
+
+    def score(self, path, label, index, image=None) -> list:
+        """One record per (method, HQ or not, protocol), curves included. Every curve of
+        the photo is asked of one CurvePlan, so each distinct perturbed image runs once."""
+        cropped = self.load(path) if image is None else image
         p = self.predict(cropped[None])[0]
-        records = []
+        plan, asked = CurvePlan(cropped), []
         for m in self.methods:
             a = self.attribution(m, cropped, index)
             for use_hq in self.hq:
                 attribution = heat_quantize(a[None])[0] if use_hq else a
                 for protocol in self.protocols:
-                    c = perturbation_curves(self.predict, cropped, attribution, label, protocol, self.seeds)
-                    records.append({"file": path, "label": int(label), "predicted": int(p.argmax()),
-                                    "p_label": float(p[label]), "method": f"{self.label(m)}{' +HQ' if use_hq else ''}",
-                                    "protocol": protocol, **c.scores,
-                                    "curves": (c.insertion.tolist(), c.deletion.tolist())})
+                    cls = int(p.argmax()) if protocol == "rise" else label
+                    asked.append((m, use_hq, protocol, plan.add(attribution, cls, protocol, self.seeds)))
+        plan.run(self.predict, self.predict.batch_size)
+        self.forwards["requested"] += plan.requested
+        self.forwards["distinct"] += plan.distinct
+        records = []
+        for m, use_hq, protocol, handle in asked:
+            c = plan.curves(handle)
+            records.append({"file": path, "label": int(label), "predicted": int(p.argmax()),
+                            "p_label": float(p[label]), "method": f"{self.label(m)}{' +HQ' if use_hq else ''}",
+                            "protocol": protocol, **c.scores,
+                            "curves": (np.round(c.insertion, 6).tolist(), np.round(c.deletion, 6).tolist())})
         return records
+
+    def forward_seconds(self, batch=None, rounds=3) -> float:
+        """The model's forward time per image at its eval batch size: the floor's unit."""
+        import time
+
+        batch = batch or self.predict.batch_size
+        x = np.random.default_rng(0).random((batch,) + self.load_shape(), dtype=np.float32)
+        self.predict(x)  # warm up
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            self.predict(x)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times)) / batch
+
+    def load_shape(self) -> tuple:
+        return (self.pre.size, self.pre.size, 3)
+
+
+class PartialRun:
+    """``per_image.partial.jsonl`` in the output folder: the settings on its first line,
+    then one line per scored image (all its records), flushed as each image finishes, so
+    that a run killed at any point resumes after its last complete image (a torn last line
+    is dropped). Another run's file, with other settings, is refused."""
+
+    def __init__(self, output, settings: dict):
+        self.path = os.path.join(output, "per_image.partial.jsonl")
+        self.settings, self.done = settings, {}
+        if os.path.exists(self.path):
+            self._read()
+        else:
+            os.makedirs(output, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps({"settings": settings}) + "\n")
+
+    def _read(self):
+        with open(self.path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+        try:
+            found = json.loads(lines[0])["settings"]
+        except (ValueError, KeyError):
+            found = None
+        if found != self.settings:
+            raise LrpGraphError(f"{self.path}: an unfinished eval with other settings (methods, protocols, "
+                                "HQ, seeds, model or images); finish it with the same command, or delete "
+                                "the file or choose another -o to start afresh")
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # the line being written when the run stopped
+            self.done[entry["file"]] = entry["records"]
+
+    def add(self, path, records):
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"file": path, "records": records}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done[path] = records
+
+
+def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, channels) -> dict:
+    from .explain import _sha256
+
+    return {"model": _sha256(model_path), "methods": list(methods), "protocols": list(protocols),
+            "hq": list(hq), "seeds": list(seeds), "preprocess": (pre or Preprocess()).to_json(),
+            "ig_steps": ig_steps, "channels": channels,
+            "images": sha256_of_text("\n".join(f"{p},{l}" for p, l in items))}
+
+
+def sha256_of_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _score_locally(scorer, todo, partial, progress, total):
+    """Score ``todo`` in order, the next photo decoding on a thread while one is scored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(scorer.load, todo[0][1]) if todo else None
+        for i, (n, path, label) in enumerate(todo):
+            image = upcoming.result()
+            if i + 1 < len(todo):
+                upcoming = pool.submit(scorer.load, todo[i + 1][1])
+            partial.add(path, scorer.score(path, label, n, image=image))
+            if progress:
+                progress(len(partial.done), total)
 
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
              seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=None,
              ray_address=None, workers=None, provider="cpu", channels="sum") -> dict:
-    """Score every image, then write per_image.jsonl, table.{md,csv,json} and the curves.
-    With ``ray_address`` ("" for a local instance) the images are spread over Ray actors.
+    """Score every image, then write per_image.jsonl, table.{md,csv,json}, comparisons,
+    timing.json and the curves. Images already in the output's per_image.partial.jsonl
+    (an interrupted run with the same settings) are not scored again. With
+    ``ray_address`` ("" for a local instance) the images are spread over Ray actors.
     ``channels``: CHANNEL_REDUCTIONS (``first`` reproduces the authors' tables; its rows are
     named ``method (channel 0)``)."""
+    import time
+
     check_methods(methods)
     make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider,
                                     channels)
-    if ray_address is not None:
+    partial = PartialRun(output, _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps,
+                                           channels))
+    todo = [(n, path, label) for n, (path, label) in enumerate(items) if path not in partial.done]
+    t0, timing = time.perf_counter(), {"images": len(todo), "resumed_with": len(items) - len(todo)}
+    if ray_address is not None and todo:
         from .ray import score_on_ray
 
-        records = score_on_ray(make_scorer, items, ray_address, workers)
-    else:
+        for path, records in score_on_ray(make_scorer, [(p, l) for _, p, l in todo], ray_address, workers).items():
+            partial.add(path, records)
+    elif todo:
         scorer = make_scorer()
-        records = []
-        for n, (path, label) in enumerate(items):
-            records += scorer.score(path, label, n)
-            if progress:
-                progress(n + 1, len(items))
-    os.makedirs(output, exist_ok=True)
+        _score_locally(scorer, todo, partial, progress, len(items))
+        timing.update(scorer.forwards, forward_s_per_image=scorer.forward_seconds())
+    timing["wall_s"] = time.perf_counter() - t0
+    records = [r for path, _ in items for r in partial.done[path]]
+    table = _write_outputs(records, output, len(items), timing)
+    os.remove(partial.path)
+    return table
+
+
+def _write_outputs(records, output, n_images, timing) -> list:
     rows, curves = {}, {}
     with atomic_path(os.path.join(output, "per_image.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as log:
         for rec in records:
@@ -233,37 +350,67 @@ def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust
             rows.setdefault(key, []).append(rec)
             curves.setdefault(key, []).append(rec["curves"])
             log.write(json.dumps({k: v for k, v in rec.items() if k != "curves"}) + "\n")
+    if "requested" in timing and timing["images"]:
+        floor = timing["requested"] * timing["forward_s_per_image"]
+        timing.update(floor_s=floor, wall_over_floor=timing["wall_s"] / floor)
+    with atomic_path(os.path.join(output, "timing.json")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(timing, fh, indent=1)
     table = summarise(rows)
-    write_tables(table, output, len(items))
+    comparisons = stats.paired_comparisons(rows)
+    write_tables(table, comparisons, output, n_images)
     plot_curves(curves, output)
     return table
 
 
 def summarise(rows: dict) -> list:
+    """Per (method, protocol): mean, std and the 95 % bootstrap interval of the mean, per
+    score."""
     table = []
     for (method, protocol), scores in rows.items():
         entry = {"method": method, "protocol": protocol, "images": len(scores)}
         for k in ("insertion", "deletion", "id"):
             v = np.array([s[k] for s in scores])
-            entry[k], entry[f"{k}_std"] = float(v.mean()), float(v.std())
+            lo, hi = stats.bootstrap_ci(v)
+            entry.update({k: float(v.mean()), f"{k}_std": float(v.std()), f"{k}_lo": lo, f"{k}_hi": hi})
         table.append(entry)
     return table
 
 
-def write_tables(table, output, n_images):
+def _table_lines(table, protocol) -> list:
+    lines = [f"### protocol: {protocol}", "",
+             "| method | images | insertion ↑ [95 % CI] | deletion ↓ [95 % CI] | ID ↑ [95 % CI] |",
+             "|---|---|---|---|---|"]
+    for r in sorted((r for r in table if r["protocol"] == protocol), key=lambda r: -r["id"]):
+        cells = [f"{r[k]:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]" for k in ("insertion", "deletion", "id")]
+        lines.append(f"| {r['method']} | {r['images']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _comparison_lines(comparisons, protocol) -> list:
+    mine = [c for c in comparisons if c["protocol"] == protocol]
+    if not mine:
+        return []
+    lines = [f"#### paired ID differences ({protocol}): method − baseline, same images", "",
+             "| method | baseline | images | mean Δ ID [95 % paired-bootstrap CI] | Wilcoxon p | method better on |",
+             "|---|---|---|---|---|---|"]
+    for c in mine:
+        lines.append(f"| {c['method']} | {c['baseline']} | {c['images']} | {c['mean']:+.3f} "
+                     f"[{c['lo']:+.3f}, {c['hi']:+.3f}] | {c['p']:.2g} | {c['wins']}/{c['images']} |")
+    return lines + [""]
+
+
+def write_tables(table, comparisons, output, n_images):
     protocols = sorted({r["protocol"] for r in table})
-    lines = [f"{n_images} images. Mean ± std over images. Sanity rows: constant, random, blob.", ""]
+    lines = [f"{n_images} images. Mean [95 % bootstrap CI of the mean, {stats.RESAMPLES} resamples]. "
+             "Sanity rows: constant, random, blob.", ""]
     for protocol in protocols:
-        lines += [f"### protocol: {protocol}", "", "| method | insertion ↑ | deletion ↓ | ID ↑ |", "|---|---|---|---|"]
-        for r in sorted((r for r in table if r["protocol"] == protocol), key=lambda r: -r["id"]):
-            lines.append(f"| {r['method']} | {r['insertion']:.3f} ± {r['insertion_std']:.3f} | "
-                         f"{r['deletion']:.3f} ± {r['deletion_std']:.3f} | {r['id']:.3f} ± {r['id_std']:.3f} |")
-        lines.append("")
+        lines += _table_lines(table, protocol) + _comparison_lines(comparisons, protocol)
     text = "\n".join(lines)
     with atomic_path(os.path.join(output, "table.md")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    with atomic_path(os.path.join(output, "table.json")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(table, fh, indent=1)
+    for name, rows in (("table", table), ("comparisons", comparisons)):
+        with atomic_path(os.path.join(output, f"{name}.json")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1)
     with atomic_path(os.path.join(output, "table.csv")) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(table[0]))
         w.writeheader()

@@ -74,37 +74,6 @@ class Curves:
         return {"insertion": ins, "deletion": dele, "id": ins - dele}
 
 
-def perturbation_curves(predict, image01: np.ndarray, attribution: np.ndarray, label: int,
-                        protocol: str = "paper", seeds=(0, 1, 2), step: int = 500) -> Curves:
-    """``predict(batch of H x W x 3 images in [0, 1]) -> probabilities (n, classes)``;
-    ``label`` is the ground truth (paper, tie-robust) — RISE uses the predicted class."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {protocol!r}: choose one of {PROTOCOLS}")
-    if attribution.shape != image01.shape[:2]:
-        raise ValueError(f"attribution {attribution.shape} does not match the image {image01.shape[:2]}")
-    black = np.zeros_like(image01)
-    total = attribution.size
-
-    def run(masks, insert_into, delete_to, cls):
-        m = masks[..., None]
-        ins = predict(np.where(m, image01[None], insert_into[None]))[:, cls]
-        dele = predict(np.where(m, delete_to[None], image01[None]))[:, cls]
-        return ins, dele
-
-    if protocol == "paper":
-        return Curves(*run(paper_masks(attribution, step), black, black, label))
-    if protocol == "tie-robust":
-        ks = paper_steps(total, step)
-        curves = [run(exact_masks(attribution, ks, np.random.default_rng(s)), black, black, label)
-                  for s in seeds]
-        return Curves(np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0))
-    row = image01.shape[1]
-    ks = np.arange(0, total + 1, row)
-    predicted = int(np.argmax(predict(image01[None])[0]))
-    masks = exact_masks(attribution, ks, np.random.default_rng(seeds[0]))
-    return Curves(*run(masks, blur(image01), black, predicted))
-
-
 # -- sanity maps: what any method must beat -------------------------------------------------
 
 def constant_map(shape) -> np.ndarray:

@@ -146,11 +146,13 @@ class _ScoreActor:
         return {"record": np.array([json.dumps(r) for r in out], dtype=object)}
 
 
-def score_on_ray(make_scorer, items, address, workers=None) -> list:
+def score_on_ray(make_scorer, items, address, workers=None) -> dict:
     """``lrpgraph eval --ray``: images spread over actors that each hold the scorer
-    ``make_scorer()`` returns; the records come back to the driver, which writes the tables."""
+    ``make_scorer()`` returns; the records come back to the driver, which writes the tables.
+    Returns {image path as given: its records}."""
     ray = _connect(address)
     workers = workers or int(ray.cluster_resources().get("CPU", 1))
+    given = {os.path.abspath(p): p for p, _ in items}
     ds = ray.data.from_items([{"path": os.path.abspath(p), "label": int(l), "index": i}
                               for i, (p, l) in enumerate(items)])
     rows = ds.map_batches(_ScoreActor, batch_size=1, batch_format="numpy", concurrency=workers,
@@ -159,7 +161,11 @@ def score_on_ray(make_scorer, items, address, workers=None) -> list:
     records = [json.loads(r["record"]) for r in rows]
     # a retried image reports again: keep one record per (image, method, protocol)
     unique = {(r["file"], r["method"], r["protocol"]): r for r in records}
-    return sorted(unique.values(), key=lambda r: (r["file"], r["method"], r["protocol"]))
+    by_image = {}
+    for (path, _, _), record in sorted(unique.items()):
+        record["file"] = given[path]
+        by_image.setdefault(given[path], []).append(record)
+    return by_image
 
 
 def explain_paths_ray(model, paths, output, address=None, target=None, hq=False, batch_size=8,

@@ -120,3 +120,118 @@ def test_channel_reduction_first_is_the_authors_channel_0(resnets):
     assert first.label("gradcam") == "gradcam"
     with pytest.raises(LrpGraphError, match="channel reduction"):
         Scorer(path, ["gradxinput"], channels="mean")
+
+
+def _one_by_one(predict, image, masks, label):
+    """The curves as the authors' loop computes them: one perturbed image per point."""
+    ins = [predict(np.where(m[None, ..., None], image[None], 0.0))[0, label] for m in masks]
+    dele = [predict(np.where(m[None, ..., None], 0.0, image[None]))[0, label] for m in masks]
+    return np.array(ins), np.array(dele)
+
+
+def test_a_curve_plan_predicts_each_distinct_image_once_and_changes_no_score():
+    from lrpgraph.metrics import exact_masks, paper_masks, paper_steps
+    from lrpgraph.perturb import CurvePlan
+
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 30, 3)).astype(np.float32)
+    w = rng.standard_normal((20 * 30 * 3, 4))
+
+    def predict(batch):
+        z = batch.reshape(len(batch), -1) @ w
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    ramp = np.arange(600, dtype=np.float32).reshape(20, 30)
+    tied = np.floor(ramp / 200)  # three levels: the paper's steps repeat masks
+    plan = CurvePlan(image)
+    asked = {(name, protocol): plan.add(a, 2, protocol, seeds=(0, 1), step=50)
+             for name, a in (("ramp", ramp), ("tied", tied), ("constant", np.ones_like(ramp)))
+             for protocol in ("paper", "tie-robust")}
+    plan.run(predict, batch=7)
+    assert plan.requested == 3 * (2 * 12 + 2 * 2 * 12)
+    assert plan.distinct < plan.requested
+    for (name, protocol), handle in asked.items():
+        a = {"ramp": ramp, "tied": tied, "constant": np.ones_like(ramp)}[name]
+        if protocol == "paper":
+            ins, dele = _one_by_one(predict, image, paper_masks(a, 50), 2)
+        else:
+            pairs = [_one_by_one(predict, image, exact_masks(a, paper_steps(600, 50), np.random.default_rng(s)), 2)
+                     for s in (0, 1)]
+            ins, dele = np.mean([p[0] for p in pairs], 0), np.mean([p[1] for p in pairs], 0)
+        got = plan.curves(handle)
+        np.testing.assert_allclose(got.insertion, ins, rtol=1e-6)
+        np.testing.assert_allclose(got.deletion, dele, rtol=1e-6)
+    single = CurvePlan(image)
+    single.add(np.ones_like(ramp), 2, "paper", step=50)
+    assert single.distinct == 2  # a constant map: the whole photo, and black
+
+
+def test_paired_statistics_are_scipys_and_the_bootstrap_covers_the_mean():
+    from scipy.stats import wilcoxon
+
+    from lrpgraph.stats import bootstrap_ci, paired, paired_comparisons
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.5, 0.1, 200)
+    b = a - 0.05 + rng.normal(0, 0.02, 200)
+    result = paired(a, b)
+    assert result["p"] == pytest.approx(wilcoxon(a - b).pvalue)
+    assert result["lo"] < 0.05 < result["hi"] and result["lo"] > 0  # the shift is found, 0 excluded
+    lo, hi = bootstrap_ci(a)
+    # the normal-theory interval as an independent check of the percentile bootstrap's width
+    half = 1.96 * a.std(ddof=1) / np.sqrt(a.size)
+    assert lo == pytest.approx(a.mean() - half, abs=3e-3) and hi == pytest.approx(a.mean() + half, abs=3e-3)
+    assert paired(a, a)["p"] == 1.0
+    rows = {("x", "paper"): [{"file": str(i), "id": v} for i, v in enumerate(a)],
+            ("gradcam", "paper"): [{"file": str(i), "id": v} for i, v in enumerate(b)]}
+    (only,) = paired_comparisons(rows)
+    assert (only["method"], only["baseline"], only["images"]) == ("x", "gradcam", 200)
+
+
+def test_a_killed_eval_resumes_where_it_stopped(photos, tmp_path):
+    """Kill an eval after its first image, run it again: it scores only the rest, and its
+    tables equal an uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    from export_resnet import build_model, export
+
+    model, _ = build_model("resnet18", num_classes=10, seed=1)
+    path = str(tmp_path / "m.onnx")
+    export(model, path, image_size=32)
+    command = [sys.executable, "-m", "lrpgraph", "eval", path, "--data", str(photos / "tree"),
+               "--methods", "lrp-paper,gradxinput", "--size", "32", "--quiet"]
+    whole = tmp_path / "whole"
+    subprocess.run(command + ["-o", str(whole)], check=True, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(command + ["-o", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = cut / "per_image.partial.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (partial.exists() and partial.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and not (cut / "table.json").exists()
+    done_before = partial.read_text().count("\n") - 1
+    assert 1 <= done_before < 6
+    subprocess.run(command + ["-o", str(cut)], check=True, capture_output=True)
+    timing = json.load(open(cut / "timing.json"))
+    assert timing["resumed_with"] >= done_before and timing["images"] == 6 - timing["resumed_with"]
+    assert not partial.exists()
+    strip = lambda f: sorted(json.dumps(r, sort_keys=True) for r in map(json.loads, open(f)))
+    assert strip(cut / "per_image.jsonl") == strip(whole / "per_image.jsonl")
+
+
+def test_an_unfinished_eval_with_other_settings_is_refused(photos, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "per_image.partial.jsonl").write_text(json.dumps({"settings": {"methods": ["other"]}}) + "\n")
+    from export_resnet import build_model, export
+
+    model, _ = build_model("resnet18", num_classes=10, seed=1)
+    export(model, str(tmp_path / "m.onnx"), image_size=32)
+    with pytest.raises(LrpGraphError, match="unfinished eval with other settings"):
+        evaluate(str(tmp_path / "m.onnx"), read_dataset(str(photos / "tree")), ["constant"], str(out),
+                 pre=Preprocess(size=32, resize=36))

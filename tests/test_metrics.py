@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lrpgraph.metrics import auc, centre_blob, exact_masks, paper_masks, perturbation_curves
+from lrpgraph.metrics import auc, centre_blob, exact_masks, paper_masks
+from lrpgraph.perturb import perturbation_curves
 
 H, W, STEP = 20, 25, 50  # 500 pixels, 10 points
 
