@@ -358,8 +358,16 @@ def _write_outputs(records, output, n_images, timing) -> list:
     table = summarise(rows)
     comparisons = stats.paired_comparisons(rows)
     write_tables(table, comparisons, output, n_images)
+    _save_curves(curves, output)
     plot_curves(curves, output)
     return table
+
+
+def _save_curves(curves, output) -> None:
+    """curves.npz: per row ``METHOD|PROTOCOL``, images x (insertion, deletion) x points."""
+    arrays = {f"{m}|{p}": np.array(c, dtype=np.float32) for (m, p), c in curves.items()}
+    with atomic_path(os.path.join(output, "curves.npz")) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def summarise(rows: dict) -> list:
@@ -419,6 +427,8 @@ def write_tables(table, comparisons, output, n_images):
 
 
 def plot_curves(curves_acc, output):
+    """Per (method, protocol): the mean insertion and deletion curves over the images, each
+    in a band of the mean's 95 % normal interval (1.96 standard errors) at every step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -426,14 +436,16 @@ def plot_curves(curves_acc, output):
 
     for (method, protocol), curves in curves_acc.items():
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ins = np.mean([c[0] for c in curves], axis=0)
-        dele = np.mean([c[1] for c in curves], axis=0)
-        t = np.linspace(0, 1, len(ins))
-        ax.plot(t, ins, label="insertion")
-        ax.plot(t, dele, label="deletion")
+        for which, name in ((0, "insertion"), (1, "deletion")):
+            values = np.array([c[which] for c in curves], dtype=np.float64)
+            mean = values.mean(0)
+            half = 1.96 * values.std(0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0 * mean
+            t = np.linspace(0, 1, len(mean))
+            ax.plot(t, mean, label=name)
+            ax.fill_between(t, mean - half, mean + half, alpha=0.25)
         ax.set_xlabel("fraction of the steps")
-        ax.set_ylabel("probability")
-        ax.set_title(f"{method} ({protocol})")
+        ax.set_ylabel("probability of the label")
+        ax.set_title(f"{method} ({protocol}, {len(curves)} images)")
         ax.legend()
         fig.tight_layout()
         name = f"curves_{method.replace(' ', '').replace('+', '_')}_{protocol}.png"

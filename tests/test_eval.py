@@ -69,6 +69,13 @@ def test_eval_writes_tables_curves_and_per_image_scores(photos, tmp_path):
     assert (out / "table.md").exists() and (out / "table.csv").exists()
     assert len(json.load(open(out / "table.json"))) == 16
     assert (out / "curves_lrp-paper_paper.png").exists()
+    with np.load(out / "curves.npz") as curves:
+        assert curves["lrp-paper|paper"].shape == (2, 2, 3)  # images x (ins, del) x points (32 px: 3)
+        # the stored curves give back the table's AUCs
+        ins = curves["lrp-paper|paper"][:, 0]
+        auc = (ins.sum(1) - ins[:, 0] / 2 - ins[:, -1] / 2) / (ins.shape[1] - 1)
+        row = next(r for r in table if (r["method"], r["protocol"]) == ("lrp-paper", "paper"))
+        assert auc.mean() == pytest.approx(row["insertion"], rel=1e-5)
 
 
 def test_eval_cli_refuses_unknown_methods(photos, tmp_path):
