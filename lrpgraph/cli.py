@@ -218,7 +218,7 @@ def cmd_eval(args):
         table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
                          hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
                          ray_address=args.ray, workers=args.workers, provider=args.provider,
-                         channels=args.channel_reduction, pre=pre)
+                         channels=args.channel_reduction, pre=pre, scored=args.scored_class)
     if args.ablation:
         print_ablation(table)
     return 0
@@ -380,6 +380,9 @@ def _eval_parser(sub):
     v.add_argument("--per-class", type=int, help="draw K images per class")
     v.add_argument("--seed", type=int, default=42, help="seed of --per-class's draw (default 42, the paper's)")
     v.add_argument("--limit", type=int, help="at most N images")
+    v.add_argument("--scored-class", choices=["label", "predicted"], default="label",
+                   help="whose probability the curves follow: the ground-truth label (the paper's protocol, "
+                        "default) or the predicted class, the one the maps explain")
     v.add_argument("--every", type=int, help="every K-th image of the list (e.g. 4: 200 of the 800 sample photos)")
     v.add_argument("--size", type=int, help="centre crop (default: the model's input size)")
     v.add_argument("--resize", type=int, help="short side before the crop (default: size * 256 / 224)")

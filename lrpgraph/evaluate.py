@@ -122,6 +122,9 @@ class Prediction:
 # channel 0 alone, as the authors' metrics/patch_insdel.py ranks captum's 3 x H x W maps
 # (it takes attention[0]).
 CHANNEL_REDUCTIONS = ("sum", "first")
+# Whose probability the curves follow: the ground-truth ``label`` (the paper's protocol), or
+# the ``predicted`` class, the one every map explains (RISE always uses that).
+SCORED = ("label", "predicted")
 
 
 def _is_cam(method) -> bool:
@@ -139,12 +142,15 @@ class Scorer:
     ORT session. One per process (or per Ray actor)."""
 
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
-                 pre: Preprocess | None = None, ig_steps=None, provider="cpu", channels="sum"):
+                 pre: Preprocess | None = None, ig_steps=None, provider="cpu", channels="sum", scored="label"):
         from .driver import build_explainer
         from .explain import Explainer
         from .load import load_model
 
         check_methods(methods)
+        if scored not in SCORED:
+            raise LrpGraphError(f"scored class {scored!r}: choose one of {', '.join(SCORED)}")
+        self.scored = scored
         if channels not in CHANNEL_REDUCTIONS:
             raise LrpGraphError(f"channel reduction {channels!r}: choose one of {', '.join(CHANNEL_REDUCTIONS)}")
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
@@ -204,7 +210,7 @@ class Scorer:
             for use_hq in self.hq:
                 attribution = heat_quantize(a[None])[0] if use_hq else a
                 for protocol in self.protocols:
-                    cls = int(p.argmax()) if protocol == "rise" else label
+                    cls = int(p.argmax()) if protocol == "rise" or self.scored == "predicted" else label
                     asked.append((m, use_hq, protocol, plan.add(attribution, cls, protocol, self.seeds)))
         plan.run(self.predict, self.predict.batch_size)
         self.forwards["requested"] += plan.requested
@@ -278,12 +284,12 @@ class PartialRun:
         self.done[path] = records
 
 
-def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, channels) -> dict:
+def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, channels, scored) -> dict:
     from .explain import _sha256
 
     return {"model": _sha256(model_path), "methods": list(methods), "protocols": list(protocols),
             "hq": list(hq), "seeds": list(seeds), "preprocess": (pre or Preprocess()).to_json(),
-            "ig_steps": ig_steps, "channels": channels,
+            "ig_steps": ig_steps, "channels": channels, "scored": scored,
             "images": sha256_of_text("\n".join(f"{p},{l}" for p, l in items))}
 
 
@@ -310,7 +316,7 @@ def _score_locally(scorer, todo, partial, progress, total):
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
              seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=None,
-             ray_address=None, workers=None, provider="cpu", channels="sum") -> dict:
+             ray_address=None, workers=None, provider="cpu", channels="sum", scored="label") -> dict:
     """Score every image, then write per_image.jsonl, table.{md,csv,json}, comparisons,
     timing.json and the curves. Images already in the output's per_image.partial.jsonl
     (an interrupted run with the same settings) are not scored again. With
@@ -321,9 +327,9 @@ def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust
 
     check_methods(methods)
     make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider,
-                                    channels)
+                                    channels, scored)
     partial = PartialRun(output, _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps,
-                                           channels))
+                                           channels, scored))
     todo = [(n, path, label) for n, (path, label) in enumerate(items) if path not in partial.done]
     t0, timing = time.perf_counter(), {"images": len(todo), "resumed_with": len(items) - len(todo)}
     if ray_address is not None and todo:

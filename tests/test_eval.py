@@ -242,3 +242,26 @@ def test_an_unfinished_eval_with_other_settings_is_refused(photos, tmp_path):
     with pytest.raises(LrpGraphError, match="unfinished eval with other settings"):
         evaluate(str(tmp_path / "m.onnx"), read_dataset(str(photos / "tree")), ["constant"], str(out),
                  pre=Preprocess(size=32, resize=36))
+
+
+def test_eval_can_follow_the_predicted_class(photos, tmp_path):
+    """--scored-class predicted: the curves follow the class the maps explain, so a constant
+    map's paper insertion (the whole photo at once) is the predicted class's probability."""
+    from export_resnet import build_model, export
+
+    model, _ = build_model("resnet18", num_classes=10, seed=1)
+    path = str(tmp_path / "m.onnx")
+    export(model, path, image_size=32)
+    out = tmp_path / "res"
+    evaluate(path, read_dataset(str(photos / "tree"), per_class=1), ["constant"], str(out), protocols=("paper",),
+             hq=(False,), pre=Preprocess(size=32, resize=36), scored="predicted")
+    import torch
+
+    from lrpgraph.preprocess import crop, load_rgb, normalise
+
+    for rec in map(json.loads, open(out / "per_image.jsonl")):
+        x = normalise(np.asarray(crop(load_rgb(rec["file"]), Preprocess(size=32, resize=36)),
+                                 np.float32)[None] / 255.0, Preprocess(size=32, resize=36))
+        with torch.no_grad():
+            p = torch.softmax(model(torch.from_numpy(x)), 1)[0].numpy()
+        assert rec["insertion"] == pytest.approx(float(p.max()), rel=1e-4)
