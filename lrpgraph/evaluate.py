@@ -229,7 +229,7 @@ class Scorer:
         import time
 
         batch = batch or self.predict.batch_size
-        x = np.random.default_rng(0).random((batch,) + self.load_shape(), dtype=np.float32)
+        x = np.random.default_rng(0).random((batch, self.pre.size, self.pre.size, 3), dtype=np.float32)
         self.predict(x)  # warm up
         times = []
         for _ in range(rounds):
@@ -237,9 +237,6 @@ class Scorer:
             self.predict(x)
             times.append(time.perf_counter() - t)
         return float(np.median(times)) / batch
-
-    def load_shape(self) -> tuple:
-        return (self.pre.size, self.pre.size, 3)
 
 
 class PartialRun:
@@ -290,13 +287,7 @@ def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, c
     return {"model": _sha256(model_path), "methods": list(methods), "protocols": list(protocols),
             "hq": list(hq), "seeds": list(seeds), "preprocess": (pre or Preprocess()).to_json(),
             "ig_steps": ig_steps, "channels": channels, "scored": scored,
-            "images": sha256_of_text("\n".join(f"{p},{l}" for p, l in items))}
-
-
-def sha256_of_text(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()
+            "images": _sha256("\n".join(f"{p},{l}" for p, l in items).encode())}
 
 
 def _score_locally(scorer, todo, partial, progress, total):
