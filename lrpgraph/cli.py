@@ -206,6 +206,9 @@ def cmd_eval(args):
     methods = ["lrp-i", "lrp-ii", "lrp-iii", "lrp-iv"] if args.ablation else args.methods.split(",")
     methods += [m for m in ("constant", "random", "blob") if m not in methods]
     check_methods(methods)
+    stray = [m for m in (args.hq or "all").split(",") if m != "all" and m not in methods]
+    if stray:
+        raise ValueError(f"--hq {args.hq}: {stray} not among the methods scored ({', '.join(methods)})")
     items = read_dataset(args.data, args.labels, args.list, args.per_class, args.seed)
     items = items[::args.every or 1][:args.limit] if args.limit else items[::args.every or 1]
     if not items:
@@ -217,6 +220,7 @@ def cmd_eval(args):
     with _progress_bar(len(items), args.quiet) as progress:
         table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
                          hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
+                         hq_methods=None if args.hq in (None, "all") else args.hq.split(","),
                          ray_address=args.ray, workers=args.workers, provider=args.provider,
                          channels=args.channel_reduction, pre=pre, scored=args.scored_class)
     if args.ablation:
@@ -371,7 +375,8 @@ def _eval_parser(sub):
                    help=f"comma-separated, of {', '.join(METHOD_NAMES)}; sanity rows are always added")
     v.add_argument("--ablation", action="store_true", help="the paper's variants (i)-(iv) (Table 2)")
     v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
-    v.add_argument("--hq", action="store_true", help="also score Heat-Quantized maps")
+    v.add_argument("--hq", nargs="?", const="all", metavar="METHODS",
+                   help="also score Heat-Quantized maps: of every method, or of these (comma-separated)")
     v.add_argument("--ig-steps", type=int, help="Integrated Gradients path points (default: the method's)")
     v.add_argument("--channel-reduction", choices=["sum", "first"], default="sum",
                    help="how a map with a channel axis (LRP, IG, Guided BP, gradients) becomes one value per "

@@ -10,6 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .rules.composites import SEARCH
+
 
 # The paper's Table 2: (identity-skip relevance, split).
 VARIANTS = {
@@ -41,6 +43,10 @@ METHOD_NAMES = {
                    "lrp-paper with the exact MaxPool rule (arg-max winner)"),
     **{f"lrp-{v}": ("lrp", {**VARIANTS[v], "composite": "paper"}, f"the paper's ablation variant ({v}, Table 2)")
        for v in VARIANTS},
+    **{f"lrp-{name}": ("lrp", {"composite": name}, f"LRP on the search composite {name} (rules/composites.py "
+                                                   f"SEARCH: conv {conv['table'] if conv else 'z+'}, head {head}, "
+                                                   f"first layer {first})")
+       for name, (conv, head, first) in SEARCH.items()},
     "lrp-epsilon": ("lrp-epsilon", {"start": "logit"},
                     "LRP-epsilon everywhere (reference: captum LRP, EpsilonRule; epsilon 1e-9, from the logit)"),
     "gradient": ("gradient", {}, "|gradient| (reference: captum Saliency, abs=True)"),
@@ -63,7 +69,7 @@ class Config:
     identity_skip: bool = True  # relevance into identity skips
     split: str = "ratio"  # ratio | symmetric, at skip merges
     maxpool: str = "avg2x2"  # avg2x2 (paper) | winner (exact arg-max)
-    first_layer: str = "ones"  # ones (paper, w+) | zplus
+    first_layer: str = "ones"  # ones (paper, w+) | zplus | box (z^B, the pixel bounds) | flat
     eps: float = 1e-5
     start: str = "probability"  # probability (paper) | logit
     hq_levels: int | None = None  # in-graph Heat Quantization output when set
@@ -89,9 +95,9 @@ class Config:
 
     def __post_init__(self):
         choices = {"split": ("ratio", "symmetric"), "maxpool": ("avg2x2", "winner"),
-                   "first_layer": ("ones", "zplus"), "start": ("probability", "logit"),
+                   "first_layer": ("ones", "zplus", "box", "flat"), "start": ("probability", "logit"),
                    "dtype": ("float32", "float16"), "method": METHODS,
-                   "composite": ("auto", "paper", "conserving", "transformer"),
+                   "composite": ("auto", "paper", "conserving", "transformer", *SEARCH),
                    "ig_method": ("riemann-right", "gausslegendre")}
         if self.method in METHOD_NAMES and self.method not in METHODS:
             raise ValueError(f"method={self.method!r} names a method with settings "

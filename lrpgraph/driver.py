@@ -76,7 +76,7 @@ def build_explainer(model: onnx.ModelProto | str | os.PathLike, config: Config =
     prepared = method.prepare(graph, config)
     facts = GraphFacts.read(graph, output_name)
     source_output = facts.head.name  # outputs.py renames the head
-    composite = method.composite(config, facts)
+    composite = method.composite(config, facts, preprocess)
     matches = assign_rules(facts, composite, stop=prepared)
     channel_axis, layout_name = layout(facts)
 

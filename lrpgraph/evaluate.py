@@ -142,7 +142,8 @@ class Scorer:
     ORT session. One per process (or per Ray actor)."""
 
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
-                 pre: Preprocess | None = None, ig_steps=None, provider="cpu", channels="sum", scored="label"):
+                 pre: Preprocess | None = None, ig_steps=None, provider="cpu", channels="sum", scored="label",
+                 hq_methods=None):
         from .driver import build_explainer
         from .explain import Explainer
         from .load import load_model
@@ -151,6 +152,8 @@ class Scorer:
         if scored not in SCORED:
             raise LrpGraphError(f"scored class {scored!r}: choose one of {', '.join(SCORED)}")
         self.scored = scored
+        # None: every method's map also Heat-Quantized (where hq has True); else only these
+        self.hq_methods = None if hq_methods is None else set(hq_methods)
         if channels not in CHANNEL_REDUCTIONS:
             raise LrpGraphError(f"channel reduction {channels!r}: choose one of {', '.join(CHANNEL_REDUCTIONS)}")
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
@@ -208,6 +211,8 @@ class Scorer:
         for m in self.methods:
             a = self.attribution(m, cropped, index)
             for use_hq in self.hq:
+                if use_hq and self.hq_methods is not None and m not in self.hq_methods:
+                    continue
                 attribution = heat_quantize(a[None])[0] if use_hq else a
                 for protocol in self.protocols:
                     cls = int(p.argmax()) if protocol == "rise" or self.scored == "predicted" else label
@@ -281,12 +286,14 @@ class PartialRun:
         self.done[path] = records
 
 
-def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, channels, scored) -> dict:
+def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, channels, scored,
+              hq_methods=None) -> dict:
     from .explain import _sha256
 
     return {"model": _sha256(model_path), "methods": list(methods), "protocols": list(protocols),
             "hq": list(hq), "seeds": list(seeds), "preprocess": (pre or Preprocess()).to_json(),
             "ig_steps": ig_steps, "channels": channels, "scored": scored,
+            **({"hq_methods": sorted(hq_methods)} if hq_methods is not None else {}),
             "images": _sha256("\n".join(f"{p},{l}" for p, l in items).encode())}
 
 
@@ -307,20 +314,22 @@ def _score_locally(scorer, todo, partial, progress, total):
 
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
              seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=None,
-             ray_address=None, workers=None, provider="cpu", channels="sum", scored="label") -> dict:
+             ray_address=None, workers=None, provider="cpu", channels="sum", scored="label",
+             hq_methods=None) -> dict:
     """Score every image, then write per_image.jsonl, table.{md,csv,json}, comparisons,
     timing.json and the curves. Images already in the output's per_image.partial.jsonl
     (an interrupted run with the same settings) are not scored again. With
     ``ray_address`` ("" for a local instance) the images are spread over Ray actors.
     ``channels``: CHANNEL_REDUCTIONS (``first`` reproduces the authors' tables; its rows are
-    named ``method (channel 0)``)."""
+    named ``method (channel 0)``). ``hq_methods``: the methods whose maps are also scored
+    Heat-Quantized (None: all of them, where ``hq`` has True)."""
     import time
 
     check_methods(methods)
     make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider,
-                                    channels, scored)
+                                    channels, scored, hq_methods=hq_methods)
     partial = PartialRun(output, _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps,
-                                           channels, scored))
+                                           channels, scored, hq_methods))
     todo = [(n, path, label) for n, (path, label) in enumerate(items) if path not in partial.done]
     t0, timing = time.perf_counter(), {"images": len(todo), "resumed_with": len(items) - len(todo)}
     if ray_address is not None and todo:

@@ -33,7 +33,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import scorecam
-from .config import Config
+from .config import Config, Preprocess
 from .emit import emit_relevance, tensor_of
 from .errors import LrpGraphError
 from .match import toposort
@@ -63,7 +63,7 @@ class Method:
     start = "relevance"
     half_precision = True
 
-    def composite(self, config: Config, facts=None):
+    def composite(self, config: Config, facts=None, preprocess=None):
         return composites.gradient()
 
     def prepare(self, graph: gs.Graph, config: Config):
@@ -100,15 +100,25 @@ class LRP(Method):
 
     name = "lrp"
 
-    def composite(self, config, facts=None):
+    def composite(self, config, facts=None, preprocess=None):
         name = composites.for_graph(facts) if config.composite == "auto" else config.composite
+        bounds = pixel_bounds(preprocess or Preprocess())
         if name == "transformer":
             return composites.transformer(config.epsilon)
+        if name in composites.SEARCH:
+            return composites.searched(name, bounds=bounds, eps=config.eps)
         if name == "conserving":
             return composites.conserving(identity_skip=config.identity_skip, split=config.split,
-                                         first_layer=config.first_layer, eps=config.eps)
-        return composites.paper(identity_skip=config.identity_skip, split=config.split,
-                                maxpool=config.maxpool, first_layer=config.first_layer, eps=config.eps)
+                                         first_layer=config.first_layer, eps=config.eps, bounds=bounds)
+        return composites.paper(identity_skip=config.identity_skip, split=config.split, maxpool=config.maxpool,
+                                first_layer=config.first_layer, eps=config.eps, bounds=bounds)
+
+
+def pixel_bounds(pre: Preprocess):
+    """The normalised image's range per channel, ``((0 - mean) / std, (1 - mean) / std)``:
+    the z^B rule's bounds for pixels in [0, 1]."""
+    mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+    return tuple(-mean / std), tuple((1 - mean) / std)
 
 
 class LRPEpsilon(Method):
@@ -116,7 +126,7 @@ class LRPEpsilon(Method):
 
     name = "lrp-epsilon"
 
-    def composite(self, config, facts=None):
+    def composite(self, config, facts=None, preprocess=None):
         return composites.epsilon(config.epsilon)
 
 
@@ -128,7 +138,7 @@ class Gradient(Method):
     def __init__(self, name, transform=None, guided=False):
         self.name, self.transform, self.guided = name, transform, guided
 
-    def composite(self, config, facts=None):
+    def composite(self, config, facts=None, preprocess=None):
         return composites.gradient(guided=self.guided)
 
     def finish(self, ctx, signal, out):

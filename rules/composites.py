@@ -34,7 +34,8 @@ from typing import Mapping
 
 from . import family
 from .base import Rule
-from .conv import ConvOnes, is_depthwise
+from .conv import ConvModified, ConvOnes, is_depthwise
+from .gemm import GemmEpsilon
 from .matmul import attention_operand
 from .maxpool import MaxPoolWinner
 
@@ -60,21 +61,59 @@ def _frozen(name, rules, first_layer=None) -> Composite:
     return Composite(name, MappingProxyType(rules), MappingProxyType(first_layer or {}))
 
 
+def _first(first_layer: str, eps: float, bounds=None) -> dict[str, Rule]:
+    """The first layer's rule: ``ones`` (the authors' w+), ``zplus`` (none of its own),
+    ``box`` (z^B with the pixel ``bounds``) or ``flat``."""
+    if first_layer == "ones":
+        return {"Conv": ConvOnes().with_params(eps=eps)}
+    if first_layer in ("box", "flat"):
+        return {"Conv": ConvModified().with_params(table=first_layer, bounds=bounds)}
+    return {}
+
+
 def paper(identity_skip: bool = True, split: str = "ratio", maxpool: str = "avg2x2",
-          first_layer: str = "ones", eps: float = 1e-5) -> Composite:
+          first_layer: str = "ones", eps: float = 1e-5, bounds=None) -> Composite:
     rules = _configured("lrp", eps=eps, split=split, identity_skip=identity_skip)
     if maxpool == "winner":
         rules["MaxPool"] = MaxPoolWinner()
-    first = {"Conv": ConvOnes().with_params(eps=eps)} if first_layer == "ones" else {}
-    return _frozen("paper", rules, first)
+    return _frozen("paper", rules, _first(first_layer, eps, bounds))
 
 
 def conserving(identity_skip: bool = True, split: str = "ratio", first_layer: str = "ones",
-               eps: float = 1e-5) -> Composite:
+               eps: float = 1e-5, bounds=None) -> Composite:
     rules = _configured("lrp", eps=eps, split=split, identity_skip=identity_skip, fallback="w2")
     rules["MaxPool"] = MaxPoolWinner()
-    first = {"Conv": ConvOnes().with_params(eps=eps)} if first_layer == "ones" else {}
-    return _frozen("conserving", rules, first)
+    return _frozen("conserving", rules, _first(first_layer, eps, bounds))
+
+
+# zennit's composites and the search's grid (#25): the conv rule (a basic.py table with its
+# parameters, or None for the paper's z+), the head's (epsilon, as zennit's composites give
+# Linear layers, or the paper's z+) and the first layer's (_first). Everything else, pools,
+# merges, activations, is the paper's composite.
+SEARCH = {
+    "epsilon-gamma-box": ({"table": "gamma", "gamma": 0.25}, "epsilon", "box"),
+    "epsilon-plus-flat": ({"table": "alphabeta", "alpha": 1.0, "beta": 0.0}, "epsilon", "flat"),
+    "epsilon-plus": ({"table": "alphabeta", "alpha": 1.0, "beta": 0.0}, "epsilon", "zplus"),
+    "epsilon-alpha2-beta1-flat": ({"table": "alphabeta", "alpha": 2.0, "beta": 1.0}, "epsilon", "flat"),
+    **{f"gamma-{g}": ({"table": "gamma", "gamma": g}, "epsilon", "ones") for g in (0.1, 0.25, 1)},
+    "gamma-0.25-flat": ({"table": "gamma", "gamma": 0.25}, "epsilon", "flat"),
+    "alpha2-beta1": ({"table": "alphabeta", "alpha": 2.0, "beta": 1.0}, "epsilon", "ones"),
+    "alpha1-beta0": ({"table": "alphabeta", "alpha": 1.0, "beta": 0.0}, "epsilon", "ones"),
+    "paper-epsilon-head": (None, "epsilon", "ones"),
+    "paper-box": (None, "zplus", "box"),
+    "paper-flat": (None, "zplus", "flat"),
+}
+
+
+def searched(name: str, bounds=None, eps: float = 1e-5, epsilon: float = 1e-6) -> Composite:
+    """One of SEARCH's composites; ``bounds``: the normalised pixel range, for the box rule."""
+    conv, head, first_layer = SEARCH[name]
+    rules = _configured("lrp", eps=eps)
+    if conv is not None:
+        rules["Conv"] = ConvModified().with_params(**conv)
+    if head == "epsilon":
+        rules["Gemm"] = GemmEpsilon().with_params(epsilon=epsilon)
+    return _frozen(name, rules, _first(first_layer, eps, bounds))
 
 
 def transformer(epsilon: float = 1e-9) -> Composite:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .basic import Modified
 from .linear import EpsilonKind, GradientKind, LinearZPlus, zplus
 
 
@@ -168,13 +169,20 @@ class ConvZPlus(LinearZPlus):
         tattrs = transpose_attrs(node, facts, list(node.inputs[1].shape))
         return lambda s, wt: adjoint(e, s, wt, tattrs)
 
-    def emit(self, node, relevance, e, facts):
-        a, w = node.inputs[0], node.inputs[1]
+    def forward_with(self, e, node, facts):
+        """``(x, w, b) -> conv(x, w) + b``, the node's attributes; ``b`` a float or a tensor."""
+        w = node.inputs[1]
         attrs = _forward_attrs(node, transpose_attrs(node, facts, list(w.shape)))
 
-        def forward(x, wt, eps):
-            return e.op("Conv", [x, wt, e.const(np.full(w.shape[0], eps, e.dtype))], attrs, hint="z_eps")
+        def forward(x, wt, b):
+            if isinstance(b, float):
+                b = e.const(np.full(w.shape[0], b, e.dtype))
+            return e.op("Conv", [x, wt] + ([b] if b is not None else []), attrs, hint="z_eps")
+        return forward
 
+    def emit(self, node, relevance, e, facts):
+        a, w = node.inputs[0], node.inputs[1]
+        forward = self.forward_with(e, node, facts)
         backward = self.backward(e, node, facts)
         return {0: zplus(e, relevance, a, w, forward, backward, facts.non_negative(a), self.eps,
                          self.rescue(e, node, facts, relevance, forward, backward))}
@@ -225,5 +233,9 @@ class ConvGradient(GradientKind, ConvZPlus):
     """The backward pass: ``G_in = conv_transpose(G, W)``."""
 
 
-# ConvOnes serves no family by default: composites name it for the first layer.
+class ConvModified(Modified, ConvZPlus):
+    """zennit's gamma, alpha-beta, z^B and flat rules (basic.py), by the ``table`` parameter."""
+
+
+# ConvOnes and ConvModified serve no family by default: composites name them.
 RULES = [ConvZPlus(), ConvEpsilon(), ConvGradient()]

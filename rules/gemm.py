@@ -26,14 +26,24 @@ class GemmZPlus(LinearZPlus):
         trans_b, alpha = _attrs(node)
         return lambda s, wt: e.op("Gemm", [s, wt], {"alpha": alpha, "transB": 1 - trans_b}, hint="c")
 
+    def forward_with(self, e, node, facts):
+        """``(x, w, b) -> alpha * x @ w (+ beta * b)``; ``b`` a float or a tensor (the bias's
+        own beta applies to a tensor: it is a part of the node's own C)."""
+        trans_b, alpha = _attrs(node)
+        beta = float(node.attrs.get("beta", 1.0))
+
+        def forward(x, wt, b):
+            if isinstance(b, float):
+                b, beta_b = e.scalar(b), 1.0
+            else:
+                beta_b = beta
+            return e.op("Gemm", [x, wt] + ([b] if b is not None else []),
+                        {"alpha": alpha, "beta": beta_b, "transB": trans_b}, hint="z_eps")
+        return forward
+
     def emit(self, node, relevance, e, facts):
         a, w = node.inputs[0], node.inputs[1]
-        trans_b, alpha = _attrs(node)
-
-        def forward(x, wt, eps):
-            return e.op("Gemm", [x, wt, e.scalar(eps)], {"alpha": alpha, "beta": 1.0, "transB": trans_b},
-                        hint="z_eps")
-
+        forward = self.forward_with(e, node, facts)
         backward = self.backward(e, node, facts)
         return {0: zplus(e, relevance, a, w, forward, backward, facts.non_negative(a), self.eps,
                          self.rescue(e, node, facts, relevance, forward, backward))}
