@@ -210,7 +210,8 @@ def cmd_eval(args):
     if stray:
         raise ValueError(f"--hq {args.hq}: {stray} not among the methods scored ({', '.join(methods)})")
     items = read_dataset(args.data, args.labels, args.list, args.per_class, args.seed)
-    items = items[::args.every or 1][:args.limit] if args.limit else items[::args.every or 1]
+    items = items[args.skip:][::args.every or 1]
+    items = items[:args.limit] if args.limit else items
     if not items:
         raise ValueError("the dataset is empty")
     size = args.size or _model_size(args.model)
@@ -221,6 +222,8 @@ def cmd_eval(args):
         table = evaluate(args.model, items, methods, args.output, protocols=args.protocols.split(","),
                          hq=(False, True) if args.hq else (False,), progress=progress, ig_steps=args.ig_steps,
                          hq_methods=None if args.hq in (None, "all") else args.hq.split(","),
+                         smooth=[float(x) for x in args.smooth.split(",")] if args.smooth else (),
+                         positive=args.positive,
                          ray_address=args.ray, workers=args.workers, provider=args.provider,
                          channels=args.channel_reduction, pre=pre, scored=args.scored_class)
     if args.ablation:
@@ -377,6 +380,9 @@ def _eval_parser(sub):
     v.add_argument("--protocols", default="paper,tie-robust", help="paper, tie-robust, rise")
     v.add_argument("--hq", nargs="?", const="all", metavar="METHODS",
                    help="also score Heat-Quantized maps: of every method, or of these (comma-separated)")
+    v.add_argument("--smooth", metavar="SIGMAS",
+                   help="also score each method's map Gaussian-smoothed, one row per sigma in pixels (e.g. 2,4)")
+    v.add_argument("--positive", action="store_true", help="also score each method's map clipped at 0")
     v.add_argument("--ig-steps", type=int, help="Integrated Gradients path points (default: the method's)")
     v.add_argument("--channel-reduction", choices=["sum", "first"], default="sum",
                    help="how a map with a channel axis (LRP, IG, Guided BP, gradients) becomes one value per "
@@ -385,6 +391,8 @@ def _eval_parser(sub):
     v.add_argument("--per-class", type=int, help="draw K images per class")
     v.add_argument("--seed", type=int, default=42, help="seed of --per-class's draw (default 42, the paper's)")
     v.add_argument("--limit", type=int, help="at most N images")
+    v.add_argument("--skip", type=int, default=0,
+                   help="drop the first N images of the list before --every (a held-out half: --skip 400)")
     v.add_argument("--scored-class", choices=["label", "predicted"], default="label",
                    help="whose probability the curves follow: the ground-truth label (the paper's protocol, "
                         "default) or the predicted class, the one the maps explain")

@@ -143,7 +143,7 @@ class Scorer:
 
     def __init__(self, model_path, methods, protocols=("paper", "tie-robust"), hq=(False,), seeds=(0, 1, 2),
                  pre: Preprocess | None = None, ig_steps=None, provider="cpu", channels="sum", scored="label",
-                 hq_methods=None):
+                 hq_methods=None, smooth=(), positive=False):
         from .driver import build_explainer
         from .explain import Explainer
         from .load import load_model
@@ -154,6 +154,7 @@ class Scorer:
         self.scored = scored
         # None: every method's map also Heat-Quantized (where hq has True); else only these
         self.hq_methods = None if hq_methods is None else set(hq_methods)
+        self.smooth, self.positive = tuple(float(x) for x in smooth), bool(positive)
         if channels not in CHANNEL_REDUCTIONS:
             raise LrpGraphError(f"channel reduction {channels!r}: choose one of {', '.join(CHANNEL_REDUCTIONS)}")
         self.methods, self.protocols, self.hq, self.seeds = list(methods), list(protocols), tuple(hq), tuple(seeds)
@@ -193,6 +194,25 @@ class Scorer:
             return random_map(cropped.shape[:2], seed=index)
         return centre_blob(cropped.shape[:2])
 
+    def variants(self, method, a):
+        """(row suffix, map) of each map scored for ``method``: the map itself, Heat-Quantized
+        (``hq``, ``hq_methods``), Gaussian-smoothed by each ``smooth`` sigma (pixels) and its
+        positive part (``positive``); the last two for the methods, not the sanity rows."""
+        out = []
+        for use_hq in self.hq:
+            if not use_hq:
+                out.append(("", a))
+            elif self.hq_methods is None or method in self.hq_methods:
+                out.append((" +HQ", heat_quantize(a[None])[0]))
+        if method in METHOD_NAMES:
+            from scipy.ndimage import gaussian_filter
+
+            out += [(f" +blur{sigma:g}", gaussian_filter(np.asarray(a, np.float64), sigma, mode="nearest"))
+                    for sigma in self.smooth]
+            if self.positive:
+                out.append((" +pos", np.maximum(a, 0)))
+        return out
+
     def label(self, method) -> str:
         """The method's row name: ``ig (channel 0)`` where its map is the first channel's."""
         ex = self.explainers.get(method)
@@ -209,22 +229,18 @@ class Scorer:
         p = self.predict(cropped[None])[0]
         plan, asked = CurvePlan(cropped), []
         for m in self.methods:
-            a = self.attribution(m, cropped, index)
-            for use_hq in self.hq:
-                if use_hq and self.hq_methods is not None and m not in self.hq_methods:
-                    continue
-                attribution = heat_quantize(a[None])[0] if use_hq else a
+            for suffix, attribution in self.variants(m, self.attribution(m, cropped, index)):
                 for protocol in self.protocols:
                     cls = int(p.argmax()) if protocol == "rise" or self.scored == "predicted" else label
-                    asked.append((m, use_hq, protocol, plan.add(attribution, cls, protocol, self.seeds)))
+                    asked.append((m, suffix, protocol, plan.add(attribution, cls, protocol, self.seeds)))
         plan.run(self.predict, self.predict.batch_size)
         self.forwards["requested"] += plan.requested
         self.forwards["distinct"] += plan.distinct
         records = []
-        for m, use_hq, protocol, handle in asked:
+        for m, suffix, protocol, handle in asked:
             c = plan.curves(handle)
             records.append({"file": path, "label": int(label), "predicted": int(p.argmax()),
-                            "p_label": float(p[label]), "method": f"{self.label(m)}{' +HQ' if use_hq else ''}",
+                            "p_label": float(p[label]), "method": f"{self.label(m)}{suffix}",
                             "protocol": protocol, **c.scores,
                             "curves": (np.round(c.insertion, 6).tolist(), np.round(c.deletion, 6).tolist())})
         return records
@@ -287,13 +303,14 @@ class PartialRun:
 
 
 def _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps, channels, scored,
-              hq_methods=None) -> dict:
+              hq_methods=None, smooth=(), positive=False) -> dict:
     from .explain import _sha256
 
     return {"model": _sha256(model_path), "methods": list(methods), "protocols": list(protocols),
             "hq": list(hq), "seeds": list(seeds), "preprocess": (pre or Preprocess()).to_json(),
             "ig_steps": ig_steps, "channels": channels, "scored": scored,
             **({"hq_methods": sorted(hq_methods)} if hq_methods is not None else {}),
+            **({"smooth": [float(x) for x in smooth]} if smooth else {}), **({"positive": True} if positive else {}),
             "images": _sha256("\n".join(f"{p},{l}" for p, l in items).encode())}
 
 
@@ -315,21 +332,22 @@ def _score_locally(scorer, todo, partial, progress, total):
 def evaluate(model_path, items, methods, output, protocols=("paper", "tie-robust"), hq=(False, True),
              seeds=(0, 1, 2), pre: Preprocess | None = None, progress=None, ig_steps=None,
              ray_address=None, workers=None, provider="cpu", channels="sum", scored="label",
-             hq_methods=None) -> dict:
+             hq_methods=None, smooth=(), positive=False) -> dict:
     """Score every image, then write per_image.jsonl, table.{md,csv,json}, comparisons,
     timing.json and the curves. Images already in the output's per_image.partial.jsonl
     (an interrupted run with the same settings) are not scored again. With
     ``ray_address`` ("" for a local instance) the images are spread over Ray actors.
     ``channels``: CHANNEL_REDUCTIONS (``first`` reproduces the authors' tables; its rows are
     named ``method (channel 0)``). ``hq_methods``: the methods whose maps are also scored
-    Heat-Quantized (None: all of them, where ``hq`` has True)."""
+    Heat-Quantized (None: all of them, where ``hq`` has True); ``smooth``: Gaussian sigmas
+    (pixels) and ``positive``: more rows, the methods' maps smoothed / clipped at 0."""
     import time
 
     check_methods(methods)
     make_scorer = functools.partial(Scorer, model_path, methods, protocols, hq, seeds, pre, ig_steps, provider,
-                                    channels, scored, hq_methods=hq_methods)
+                                    channels, scored, hq_methods=hq_methods, smooth=smooth, positive=positive)
     partial = PartialRun(output, _settings(model_path, items, methods, protocols, hq, seeds, pre, ig_steps,
-                                           channels, scored, hq_methods))
+                                           channels, scored, hq_methods, smooth, positive))
     todo = [(n, path, label) for n, (path, label) in enumerate(items) if path not in partial.done]
     t0, timing = time.perf_counter(), {"images": len(todo), "resumed_with": len(items) - len(todo)}
     if ray_address is not None and todo:

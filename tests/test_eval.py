@@ -265,3 +265,35 @@ def test_eval_can_follow_the_predicted_class(photos, tmp_path):
         with torch.no_grad():
             p = torch.softmax(model(torch.from_numpy(x)), 1)[0].numpy()
         assert rec["insertion"] == pytest.approx(float(p.max()), rel=1e-4)
+
+
+def _gaussian_nearest(a, sigma):
+    """scipy's gaussian_filter(mode="nearest", truncate=4), written out: a separable kernel
+    of radius int(4 sigma + 0.5), the edges repeated."""
+    r = int(4 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    padded = np.pad(a, r, mode="edge")
+    rows = sum(k[i] * padded[i:i + a.shape[0], :] for i in range(2 * r + 1))
+    return sum(k[i] * rows[:, i:i + a.shape[1]] for i in range(2 * r + 1))
+
+
+def test_eval_rows_for_hq_of_some_methods_smoothing_and_positive_part(photos, tmp_path):
+    from export_resnet import build_model, export
+
+    from lrpgraph.evaluate import Scorer
+
+    model, _ = build_model("resnet18", num_classes=10, seed=1)
+    path = str(tmp_path / "m.onnx")
+    export(model, path, image_size=32)
+    scorer = Scorer(path, ["lrp-paper", "gradient", "constant"], hq=(False, True), hq_methods=["lrp-paper"],
+                    smooth=(1.5,), positive=True, pre=Preprocess(size=32, resize=36))
+    a = np.random.default_rng(2).standard_normal((32, 32)).astype(np.float32)
+    rows = dict(scorer.variants("gradient", a))
+    assert set(rows) == {"", " +blur1.5", " +pos"}  # no HQ: only lrp-paper's is asked for
+    np.testing.assert_allclose(rows[" +blur1.5"], _gaussian_nearest(a.astype(np.float64), 1.5), atol=1e-6)
+    np.testing.assert_array_equal(rows[" +pos"], np.where(a > 0, a, 0))
+    assert {s for s, _ in scorer.variants("lrp-paper", a)} == {"", " +HQ", " +blur1.5", " +pos"}
+    assert {s for s, _ in scorer.variants("constant", a)} == {""}  # sanity rows stay as they are
+    records = scorer.score(read_dataset(str(photos / "tree"), per_class=1)[0][0], 3, 0)
+    assert len({r["method"] for r in records}) == 4 + 3 + 1 and len(records) == 2 * 8
