@@ -204,7 +204,8 @@ def cmd_eval(args):
     from .evaluate import check_methods, evaluate, read_dataset
 
     methods = ["lrp-i", "lrp-ii", "lrp-iii", "lrp-iv"] if args.ablation else args.methods.split(",")
-    methods += [m for m in ("constant", "random", "blob") if m not in methods]
+    if not args.no_sanity:
+        methods += [m for m in ("constant", "random", "blob") if m not in methods]
     check_methods(methods)
     stray = [m for m in (args.hq or "all").split(",") if m != "all" and m not in methods]
     if stray:
@@ -382,6 +383,9 @@ def _eval_parser(sub):
                    help="also score Heat-Quantized maps: of every method, or of these (comma-separated)")
     v.add_argument("--smooth", metavar="SIGMAS",
                    help="also score each method's map Gaussian-smoothed, one row per sigma in pixels (e.g. 2,4)")
+    v.add_argument("--no-sanity", action="store_true",
+                   help="leave out the sanity rows (constant, random, blob), as in a second stage of a search "
+                        "whose first stage scored them on the same photos")
     v.add_argument("--positive", action="store_true", help="also score each method's map clipped at 0")
     v.add_argument("--ig-steps", type=int, help="Integrated Gradients path points (default: the method's)")
     v.add_argument("--channel-reduction", choices=["sum", "first"], default="sum",
