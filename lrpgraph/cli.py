@@ -105,13 +105,17 @@ def _default_output(path):
 
 def cmd_inspect(args):
     from .driver import inspect
+    from .rules.composites import DEFAULT_REASONS
 
-    report = inspect(args.model, _config(args), size=_image_size(args.size))
+    config = _config(args)
+    report = inspect(args.model, config, size=_image_size(args.size))
     rules, merges, problems, layout = report
     _print_table(f"{args.model}: {len(rules)} nodes on the relevance path with a rule", rules,
                  ["node", "op", "rule"])
     described = ", ".join(f"{n} {k}" for k, n in sorted(merges.items())) or "none"
-    print(f"composite: {report.composite}; skip merges: {described}; input layout {layout}")
+    why = DEFAULT_REASONS.get(report.composite) if config.method == "lrp" and config.composite == "auto" else None
+    print(f"composite: {report.composite}" + (f" (the default here: {why})" if why else "")
+          + f"; skip merges: {described}; input layout {layout}")
     if report.quantized:
         q = report.quantized
         after = ", ".join(p for _, p in q["recovered_relus"][:6]) + (" ..." if len(q["recovered_relus"]) > 6 else "")

@@ -109,6 +109,7 @@ def searched(name: str, bounds=None, eps: float = 1e-5, epsilon: float = 1e-6) -
     """One of SEARCH's composites; ``bounds``: the normalised pixel range, for the box rule."""
     conv, head, first_layer = SEARCH[name]
     rules = _configured("lrp", eps=eps)
+    rules["MaxPool"] = MaxPoolWinner()  # zennit's: the gradient, the winner takes all
     if conv is not None:
         rules["Conv"] = ConvModified().with_params(**conv)
     if head == "epsilon":
@@ -120,18 +121,32 @@ def transformer(epsilon: float = 1e-9) -> Composite:
     return _frozen("transformer", _configured("epsilon", epsilon=epsilon))
 
 
+# Why each family gets its default (inspect prints it): measured, docs/RESULTS.md.
+DEFAULT_REASONS = {
+    "transformer": "attention: CP-LRP, as LXT's cp_LRP composite (docs/TRANSFORMERS.md)",
+    "epsilon-plus-flat": ("depthwise convs: zennit's EpsilonPlusFlat, the best LRP composite of the search on the "
+                          "real EfficientNet-Lite0: tie-robust ID +0.041 over lrp-paper on 50 tuning photos, "
+                          "+0.026 [+0.012, +0.041] on 50 held-out ones; Grad-CAM still ranks higher "
+                          "(docs/RESULTS.md)"),
+    "conserving": "a MaxPool the 2x2 stand-in does not cover: the exact MaxPool rule, z+ kept where it vanishes",
+    "paper": "dense convs (ResNets, VGG): the paper's rules, as the authors' code runs them",
+}
+
+
 def for_graph(facts) -> str:
-    """The LRP composite a graph gets by default: ``transformer`` where attention is (a
-    MatMul of a Softmax's output with another activation), ``paper`` for the family the
-    paper's rules were made for (ResNets, VGG: dense convs, MaxPools the 2x2 stand-in
-    covers), ``conserving`` where a depthwise conv can leave z+ nothing to divide by or a
-    MaxPool needs the exact rule (AlexNet, SqueezeNet, GoogLeNet's odd-sized pools)."""
+    """The LRP composite a graph gets by default (DEFAULT_REASONS says why): ``transformer``
+    where attention is (a MatMul of a Softmax's output with another activation),
+    ``epsilon-plus-flat`` where depthwise convs are (MobileNets, EfficientNets: the search's
+    best on real EfficientNet-Lite0), ``conserving`` where a MaxPool needs the exact rule
+    (AlexNet, SqueezeNet, GoogLeNet's odd-sized pools), ``paper`` for the family the paper's
+    rules were made for (ResNets, VGG: dense convs, MaxPools the 2x2 stand-in covers)."""
     if any(node.op in ("MatMul", "Einsum") and attention_operand(node, facts) is not None
            for node in facts.order):
         return "transformer"
+    if any(is_depthwise(node) for node in facts.order):
+        return "epsilon-plus-flat"
     stand_in = family("lrp")["MaxPool"]
-    if any(is_depthwise(node) or (node.op == "MaxPool" and stand_in.check(node, facts))
-           for node in facts.order):
+    if any(node.op == "MaxPool" and stand_in.check(node, facts) for node in facts.order):
         return "conserving"
     return "paper"
 
