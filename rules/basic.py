@@ -64,9 +64,10 @@ class Parts:
                 return t
             if kind == "ones":
                 return e.const(np.ones(t.shape, e.dtype), "ones_w")
-            if kind in ("+", "-"):
-                out = e.op("Relu" if kind == "+" else "Min", [t] if kind == "+" else [t, e.scalar(0.0)],
-                           hint=f"{key}_{'plus' if kind == '+' else 'minus'}")
+            if kind == "+":
+                return e.positive_part(t)
+            if kind == "-":
+                out = e.op("Min", [t, e.scalar(0.0)], hint=f"{key}_minus")
             else:  # W + gamma W+- : zennit's GammaMod
                 part = self.signed(t, kind[1], key)
                 out = e.op("Add", [t, e.op("Mul", [part, e.scalar(self.gamma)])], hint=f"{key}_gamma")
@@ -101,7 +102,7 @@ class Parts:
 
     def bias(self, kind):
         node = self.node
-        if len(node.inputs) < 3 or node.inputs[2].is_empty() or kind == "ones":
+        if len(node.inputs) < 3 or node.inputs[2].is_empty():
             return None
         return self.signed(node.inputs[2], kind, "b")
 
